@@ -1,0 +1,28 @@
+"""resdet: object detection and instance segmentation on the ResNet family."""
+from setuptools import find_packages, setup
+
+setup(
+    name="resdet",
+    version="0.1.0",
+    description="ResNet backbones (He et al. 2015), Faster/Mask R-CNN with FPN, and their training tools",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["resdet", "resdet.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "pycocotools>=2.0.6",
+        # headless build only: albumentations pulls it, and a second cv2 package would overwrite it
+        "opencv-python-headless>=4.8",
+        "albumentations>=1.4",
+        "timm>=0.9",
+        "fvcore>=0.1.5",
+        "numpy",
+        "pyyaml",
+        "tqdm",
+        "tensorboard",
+        "matplotlib",
+    ],
+    extras_require={"dev": ["pytest>=7"]},
+)

@@ -1,0 +1,125 @@
+"""Every config key resdet knows, with its default and what it means.
+
+Conventions follow Detectron2: YAML files override these defaults (with `_BASE_` inheritance) and
+`KEY VALUE` pairs on the command line override the files. A key that is not defined here is an error.
+Modules never read this config directly: each has a `from_config(cfg)` that turns the keys it needs
+into plain keyword arguments.
+"""
+from .config import CfgNode as CN
+
+_C = CN()
+_C.VERSION = 1
+
+# ----------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------
+_C.MODEL = CN()
+# "cuda", "cpu", or "cuda:N"; "cuda" falls back to an error (not silently to CPU) when no GPU exists.
+_C.MODEL.DEVICE = "cuda"
+# The meta-architecture: "GeneralizedRCNN" (detection) or "ImageClassifier" (classification).
+_C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+# Weights to load into the whole model before training or evaluation: a path to a resdet checkpoint,
+# a converted torchvision/timm checkpoint, or "" for none (random init / backbone weights only).
+_C.MODEL.WEIGHTS = ""
+# Mask R-CNN (True) or Faster R-CNN (False).
+_C.MODEL.MASK_ON = False
+# Per-channel pixel statistics for input normalisation, in the 0-255 range and RGB order
+# (ImageNet's, as torchvision's pretrained models expect).
+_C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
+_C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+
+# ---------------------------------------------------------------------------- #
+# Backbone (resdet/backbones): a registry name, plus the paper's options.
+# ---------------------------------------------------------------------------- #
+_C.MODEL.BACKBONE = CN()
+# A name from `resdet.backbones.list_backbones()`: resnet18/34/50/101/152, plain18/34/50/101/152,
+# cifar_resnet20/32/44/56/110/1202, cifar_plain20/32/44/56/110, or "timm/<model>" for a timm model.
+_C.MODEL.BACKBONE.NAME = "resnet50"
+# Where the stride-2 of a bottleneck stage sits: "v1" puts it in the first 1x1 conv (the paper and
+# MSRA's original models), "v1.5" in the 3x3 conv (torchvision's models). Ignored for basic blocks.
+_C.MODEL.BACKBONE.VARIANT = "v1.5"
+# Shortcut option of the paper's Table 3: "A" zero-padded identity where the shape changes, "B"
+# projection (1x1 conv + norm) where the shape changes, "C" projection on every block.
+# "" picks the family's own default: "B" for ImageNet models, "A" for the CIFAR ones.
+_C.MODEL.BACKBONE.SHORTCUT = ""
+# Normalisation: "BN", "FrozenBN" (fixed statistics and affine, for fine-tuning detection),
+# "SyncBN" (statistics over all DDP processes), "GN" (GroupNorm, for detection from scratch).
+_C.MODEL.BACKBONE.NORM = "BN"
+# Number of groups when NORM is "GN".
+_C.MODEL.BACKBONE.GN_GROUPS = 32
+# Freeze the stem (1) and the first N-1 residual stages (2 freezes stem + res2, ... 5 freezes up to res5);
+# 0 freezes nothing. Frozen parts keep requires_grad=False and their norms in eval behaviour.
+_C.MODEL.BACKBONE.FREEZE_AT = 0
+# Which stage outputs the backbone returns for detection ("stem", "res2".."res5").
+_C.MODEL.BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+# Weights for the backbone alone (applied before MODEL.WEIGHTS): a train_cls backbone export, a
+# torchvision or timm ResNet state dict, or "" for none.
+_C.MODEL.BACKBONE.WEIGHTS = ""
+
+# ----------------------------------------------------------------------------------------------------
+# Solver (shared by classification and detection training)
+# ----------------------------------------------------------------------------------------------------
+_C.SOLVER = CN()
+# "SGD" (momentum, as in the paper) or "AdamW".
+_C.SOLVER.OPTIMIZER = "SGD"
+# Learning rate for SOLVER.IMS_PER_BATCH images per step, summed over all processes.
+_C.SOLVER.BASE_LR = 0.1
+# If > 0, the batch size BASE_LR was tuned for; the lr actually used is BASE_LR * IMS_PER_BATCH /
+# REFERENCE_WORLD_BATCH (the linear scaling rule). 0 uses BASE_LR as given.
+_C.SOLVER.REFERENCE_WORLD_BATCH = 0
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.NESTEROV = False
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+# Weight decay on norm layers' affine parameters (0.0: none, as Detectron2 does by default).
+_C.SOLVER.WEIGHT_DECAY_NORM = 0.0
+# Total images per step over all processes (each process takes IMS_PER_BATCH / world size).
+_C.SOLVER.IMS_PER_BATCH = 16
+# Training length in iterations (steps).
+_C.SOLVER.MAX_ITER = 90000
+# Learning rate schedule: "WarmupMultiStepLR" (divide by GAMMA at each of STEPS) or "WarmupCosineLR".
+_C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
+# Iterations at which the lr is multiplied by GAMMA.
+_C.SOLVER.STEPS = (60000, 80000)
+_C.SOLVER.GAMMA = 0.1
+# Warm-up: the lr starts at BASE_LR * WARMUP_FACTOR and reaches BASE_LR after WARMUP_ITERS steps.
+_C.SOLVER.WARMUP_FACTOR = 1.0 / 1000
+_C.SOLVER.WARMUP_ITERS = 1000
+# "linear" ramps up; "constant" holds BASE_LR * WARMUP_FACTOR (the paper's 0.01 start for ResNet-110).
+_C.SOLVER.WARMUP_METHOD = "linear"
+# Save a checkpoint every this many iterations (and always at the end).
+_C.SOLVER.CHECKPOINT_PERIOD = 5000
+# Gradient clipping by global norm; 0 disables it.
+_C.SOLVER.CLIP_GRAD_NORM = 0.0
+# Mixed precision: "" (float32), "fp16" (with a gradient scaler) or "bf16".
+_C.SOLVER.AMP = ""
+# Use channels_last memory format for the model and inputs (faster convolutions on tensor cores).
+_C.SOLVER.CHANNELS_LAST = False
+# Wrap the model in torch.compile.
+_C.SOLVER.COMPILE = False
+
+# ----------------------------------------------------------------------------------------------------
+# Test / evaluation
+# ----------------------------------------------------------------------------------------------------
+_C.TEST = CN()
+# Evaluate every this many iterations during training; 0 only at the end.
+_C.TEST.EVAL_PERIOD = 0
+
+# ----------------------------------------------------------------------------------------------------
+# Data loading
+# ----------------------------------------------------------------------------------------------------
+_C.DATALOADER = CN()
+# Worker processes per training process.
+_C.DATALOADER.NUM_WORKERS = 4
+
+# ----------------------------------------------------------------------------------------------------
+# Misc
+# ----------------------------------------------------------------------------------------------------
+# Where a run writes its checkpoints, metrics (metrics.jsonl, TensorBoard events), resolved config
+# (config.yaml) and pictures.
+_C.OUTPUT_DIR = "./output"
+# Random seed; a negative value draws one (and records it in the saved config).
+_C.SEED = 0
+# Deterministic algorithms where PyTorch has them (slower; for debugging reproducibility).
+_C.CUDNN_DETERMINISTIC = False
+# Log training metrics every this many iterations.
+_C.LOG_PERIOD = 20

@@ -56,6 +56,18 @@ _C.MODEL.BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
 # torchvision or timm ResNet state dict, or "" for none.
 _C.MODEL.BACKBONE.WEIGHTS = ""
 
+# ---------------------------------------------------------------------------- #
+# Detection model keys (FPN, anchors, RPN, RoI heads): resdet/detection adds them here.
+# ---------------------------------------------------------------------------- #
+
+
+
+# ---------------------------------------------------------------------------- #
+# Classification model keys (head, loss): resdet/classification adds them here.
+# ---------------------------------------------------------------------------- #
+
+
+
 # ----------------------------------------------------------------------------------------------------
 # Solver (shared by classification and detection training)
 # ----------------------------------------------------------------------------------------------------
@@ -103,6 +115,17 @@ _C.SOLVER.COMPILE = False
 _C.TEST = CN()
 # Evaluate every this many iterations during training; 0 only at the end.
 _C.TEST.EVAL_PERIOD = 0
+
+# ----------------------------------------------------------------------------------------------------
+# Datasets and input pipeline (detection: DATASETS, INPUT): resdet/data adds them here.
+# ----------------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------------
+# Classification data and recipe keys (CLS: dataset root, augmentation, mixup, EMA, ...) go here.
+# ----------------------------------------------------------------------------------------------------
+
+
 
 # ----------------------------------------------------------------------------------------------------
 # Data loading

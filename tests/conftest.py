@@ -1,0 +1,24 @@
+import os
+
+# albumentations checks the network for updates at import unless told not to; tests never download.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def cifar10_jpeg():
+    """The lossy CIFAR-10 copy beside the checkout (../shared/data/cifar10-jpeg), or a skip."""
+    root = os.environ.get("RESDET_CIFAR10_JPEG", os.path.join(SHARED_DATA, "cifar10-jpeg"))
+    if not os.path.isdir(os.path.join(root, "train")):
+        pytest.skip(f"real CIFAR-10 JPEG copy not found at {root} (set RESDET_CIFAR10_JPEG)")
+    return root

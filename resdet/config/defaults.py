@@ -119,6 +119,58 @@ _C.TEST.EVAL_PERIOD = 0
 # ----------------------------------------------------------------------------------------------------
 # Datasets and input pipeline (detection: DATASETS, INPUT): resdet/data adds them here.
 # ----------------------------------------------------------------------------------------------------
+_C.DATASETS = CN()
+# Names of registered datasets (resdet/data/catalog.py) to train on (concatenated) and to evaluate on:
+# "coco_2017_train", "coco_2017_val" (under $RESDET_DATASETS/coco, default ./datasets/coco),
+# "shapes_train", "shapes_val" (generated on first use, see DATASETS.SHAPES), or a name given in
+# DATASETS.CUSTOM_NAMES.
+_C.DATASETS.TRAIN = ("coco_2017_train",)
+_C.DATASETS.TEST = ("coco_2017_val",)
+# Custom COCO-format datasets: parallel lists of names, annotation JSON paths and image folders.
+# Each name becomes usable in DATASETS.TRAIN / DATASETS.TEST.
+_C.DATASETS.CUSTOM_NAMES = []
+_C.DATASETS.CUSTOM_JSONS = []
+_C.DATASETS.CUSTOM_IMAGE_DIRS = []
+# Leave out training images that have no (non-crowd) annotation, as Detectron2 does by default.
+_C.DATASETS.FILTER_EMPTY_ANNOTATIONS = True
+# How images are checked when a dataset is loaded: "none" (the file exists), "header" (also its size,
+# EXIF orientation applied, matches the JSON; cheap), "decode" (also decodes every image whole; slow
+# on COCO, thorough). Every image read for training or evaluation is also checked as it is decoded.
+_C.DATASETS.CHECK_IMAGES = "header"
+# The generated quick-start dataset (resdet/data/shapes.py): where it is cached ("" = the datasets
+# root, i.e. $RESDET_DATASETS/shapes or ./datasets/shapes), sizes, image side range and seed.
+_C.DATASETS.SHAPES = CN()
+_C.DATASETS.SHAPES.ROOT = ""
+_C.DATASETS.SHAPES.NUM_TRAIN = 300
+_C.DATASETS.SHAPES.NUM_VAL = 50
+_C.DATASETS.SHAPES.MIN_SIDE = 128
+_C.DATASETS.SHAPES.MAX_SIDE = 256
+_C.DATASETS.SHAPES.SEED = 0
+
+_C.INPUT = CN()
+# Training: the shorter side is resized to one of these (drawn per image; multi-scale training),
+# the longer side capped at MAX_SIZE_TRAIN.
+_C.INPUT.MIN_SIZE_TRAIN = (640, 672, 704, 736, 768, 800)
+_C.INPUT.MAX_SIZE_TRAIN = 1333
+# Test: the shorter side is resized to this, the longer side capped at MAX_SIZE_TEST.
+_C.INPUT.MIN_SIZE_TEST = 800
+_C.INPUT.MAX_SIZE_TEST = 1333
+# Probability of a horizontal flip in training (0 turns flipping off).
+_C.INPUT.RANDOM_FLIP_PROB = 0.5
+# Large-scale jitter (Ghiasi et al. 2021) instead of the multi-scale resize: longer side to IMAGE_SIZE,
+# a random scale in SCALE_RANGE, then padding/cropping to IMAGE_SIZE x IMAGE_SIZE.
+_C.INPUT.LSJ = CN()
+_C.INPUT.LSJ.ENABLED = False
+_C.INPUT.LSJ.IMAGE_SIZE = 1024
+_C.INPUT.LSJ.SCALE_RANGE = (0.1, 2.0)
+# Batch training images of similar aspect ratio (wide with wide, tall with tall): less padding.
+_C.INPUT.ASPECT_RATIO_GROUPING = True
+# A predicted mask probability above this counts as inside the mask (evaluation, drawing).
+_C.TEST.MASK_THRESHOLD = 0.5
+# Images per batch per process at test time.
+_C.TEST.IMS_PER_BATCH = 1
+# Detections drawn by tools/demo.py and the predictor's pictures: those scoring at least this.
+_C.TEST.VIS_SCORE_THRESHOLD = 0.5
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,224 @@
+"""COCO-format instance annotations -> the dataset dicts of resdet/DESIGN.md.
+
+The JSON is validated first (resdet/data/coco_validation.py), then indexed with pycocotools' COCO class
+(which the evaluator also uses), then turned into one plain dict per image:
+`{"file_name", "image_id", "height", "width", "annotations": [{"bbox" xyxy absolute, "category_id"
+contiguous 1..K, "segmentation" polygons or RLE, "iscrowd", "id"}]}`.
+Crowd regions are kept in the dicts (the evaluator needs them; the training mapper leaves them out).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from PIL import Image, ImageOps
+
+from .coco_validation import CocoFormatError, polygon_problem, validate_coco_dict
+
+__all__ = [
+    "DatasetMetadata",
+    "load_coco_json",
+    "read_image",
+    "check_image_file",
+    "ImageFileError",
+    "CocoFormatError",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class ImageFileError(OSError):
+    """An image that is missing, cannot be decoded, or does not match the size its JSON states."""
+
+
+@dataclass
+class DatasetMetadata:
+    """What the rest of the toolkit needs to know about a detection dataset besides its images."""
+
+    name: str
+    json_file: str = ""
+    image_root: str = ""
+    thing_classes: List[str] = field(default_factory=list)  # index k-1 is contiguous label k
+    dataset_id_to_contiguous: Dict[int, int] = field(default_factory=dict)  # category id -> 1..K
+    stats: Dict[str, int] = field(default_factory=dict)  # what loading dropped or changed, by kind
+
+    @property
+    def contiguous_to_dataset_id(self) -> Dict[int, int]:
+        return {v: k for k, v in self.dataset_id_to_contiguous.items()}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.thing_classes)
+
+
+def _oriented_size(img: Image.Image) -> Tuple[int, int]:
+    """(width, height) after the EXIF orientation tag is applied (5-8 swap the sides)."""
+    orientation = img.getexif().get(0x0112, 1)
+    w, h = img.size
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def check_image_file(path: str, width: int, height: int, decode: bool = True) -> None:
+    """Raise ImageFileError naming `path` unless it exists, decodes whole (with `decode`) and is
+    `width` x `height` once its EXIF orientation is applied, as the JSON says."""
+    if not os.path.isfile(path):
+        raise ImageFileError(f"Image file not found: '{path}'")
+    try:
+        with Image.open(path) as img:
+            size = _oriented_size(img)
+            raw = img.size
+            if decode:
+                img.load()  # a truncated or corrupt file raises here (PIL does not pad it by default)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageFileError(f"Cannot decode image '{path}': {e}") from e
+    if size != (width, height):
+        hint = ""
+        if raw == (width, height):
+            hint = (" (the JSON matches the stored pixels before the EXIF orientation tag is applied; "
+                    "resdet applies EXIF orientation, as annotation tools display the image)")
+        raise ImageFileError(
+            f"Image '{path}' is {size[0]}x{size[1]} (width x height, EXIF orientation applied) "
+            f"but its annotation JSON says {width}x{height}{hint}"
+        )
+
+
+def read_image(path: str, width: Optional[int] = None, height: Optional[int] = None):
+    """Decode an image as an HxWx3 uint8 RGB numpy array with its EXIF orientation applied.
+
+    With `width`/`height`, the decoded size must match (the JSON's size), or ImageFileError names the file.
+    """
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise ImageFileError(f"Image file not found: '{path}'")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            arr = np.array(img)  # writable: torch.from_numpy warns on read-only arrays
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageFileError(f"Cannot decode image '{path}': {e}") from e
+    if width is not None and height is not None and arr.shape[:2] != (height, width):
+        raise ImageFileError(
+            f"Image '{path}' decodes to {arr.shape[1]}x{arr.shape[0]} (width x height, EXIF orientation "
+            f"applied) but its annotation JSON says {width}x{height}"
+        )
+    return arr
+
+
+def _metadata_from_categories(name: str, json_file: str, image_root: str, categories: List[dict]) -> DatasetMetadata:
+    cats = sorted(categories, key=lambda c: c["id"])
+    return DatasetMetadata(
+        name=name,
+        json_file=json_file,
+        image_root=image_root,
+        thing_classes=[c["name"] for c in cats],
+        dataset_id_to_contiguous={c["id"]: i + 1 for i, c in enumerate(cats)},
+    )
+
+
+def load_coco_json(
+    json_file: str,
+    image_root: str,
+    dataset_name: str = "",
+    filter_empty: bool = True,
+    check_images: str = "header",
+) -> Tuple[List[dict], DatasetMetadata]:
+    """Read a COCO instances JSON into dataset dicts and metadata.
+
+    Args:
+        json_file: the annotation JSON.
+        image_root: folder that the images' `file_name`s are relative to.
+        filter_empty: drop images with no usable non-crowd annotation (for training).
+        check_images: "none", "header" (exists, and the header's size with EXIF orientation matches the
+            JSON: cheap) or "decode" (also decodes every image whole: slow on big datasets).
+    Raises CocoFormatError / ImageFileError naming the file and the offending items.
+    """
+    from pycocotools.coco import COCO
+
+    if check_images not in ("none", "header", "decode"):
+        raise ValueError(f"check_images must be 'none', 'header' or 'decode', got {check_images!r}")
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(f"Annotation file not found: '{json_file}'")
+    try:
+        with open(json_file, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise CocoFormatError(f"Annotation file '{json_file}' is not valid JSON: {e}") from e
+    report = validate_coco_dict(data, source=f"'{json_file}'")
+    if report.filled_area:
+        logger.info("%s: computed 'area' for %d annotations that had none", json_file, report.filled_area)
+
+    coco = COCO()  # built from the validated dict, so that it never reads the file unchecked
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' "creating index..." chatter
+        coco.createIndex()
+    meta = _metadata_from_categories(dataset_name or os.path.basename(json_file), json_file, image_root,
+                                     data["categories"])
+
+    dicts: List[dict] = []
+    num_degenerate = num_short_only = num_clipped = num_empty = 0
+    degenerate_examples: List[int] = []
+    for img_id in sorted(coco.imgs):
+        img = coco.imgs[img_id]
+        path = os.path.join(image_root, img["file_name"])
+        if check_images == "none":
+            if not os.path.isfile(path):
+                raise ImageFileError(f"Image file not found: '{path}' (image {img_id} of '{json_file}')")
+        else:
+            check_image_file(path, img["width"], img["height"], decode=check_images == "decode")
+        W, H = img["width"], img["height"]
+        annotations = []
+        for ann in coco.imgToAnns.get(img_id, []):
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            x0, y0 = min(max(x, 0.0), W), min(max(y, 0.0), H)
+            x1, y1 = min(max(x + w, 0.0), W), min(max(y + h, 0.0), H)
+            if (x0, y0, x1, y1) != (x, y, x + w, y + h):
+                num_clipped += 1  # within box_tolerance (validated): rounding at the border
+            crowd = int(ann.get("iscrowd", 0))
+            if not crowd and (x1 <= x0 or y1 <= y0):
+                num_degenerate += 1
+                if len(degenerate_examples) < 5:
+                    degenerate_examples.append(ann["id"])
+                continue
+            segm = ann.get("segmentation")
+            if isinstance(segm, list):
+                kept = [p for p in segm if polygon_problem(p) is None]
+                if segm and not kept and not crowd:
+                    num_short_only += 1  # only polygons of < 3 points: no mask to learn from
+                    continue
+                segm = kept
+            annotations.append({
+                "id": ann["id"],
+                "bbox": [x0, y0, x1, y1],
+                "category_id": meta.dataset_id_to_contiguous[ann["category_id"]],
+                "segmentation": segm,
+                "iscrowd": crowd,
+                "area": float(ann["area"]),
+            })
+        if filter_empty and not any(a["iscrowd"] == 0 for a in annotations):
+            num_empty += 1
+            continue
+        dicts.append({"file_name": path, "image_id": img_id, "height": H, "width": W,
+                      "annotations": annotations})
+
+    logger.info(
+        "Loaded %d images from %s (%d annotations, %d crowd); dropped %d degenerate boxes%s, %d instances "
+        "whose polygons all have < 3 points; clipped %d boxes to the image; %s %d images without "
+        "non-crowd annotations",
+        len(dicts), json_file, report.num_annotations, report.num_crowd, num_degenerate,
+        f" (e.g. annotation ids {degenerate_examples})" if degenerate_examples else "",
+        num_short_only, num_clipped, "skipped" if filter_empty else "kept", num_empty,
+    )
+    meta.stats = {
+        "degenerate_boxes": num_degenerate, "short_polygon_instances": num_short_only,
+        "clipped_boxes": num_clipped, "empty_images_skipped": num_empty if filter_empty else 0,
+        "filled_area": report.filled_area,
+    }
+    return dicts, meta
+

@@ -1,0 +1,314 @@
+"""Checks on COCO-format annotation and results data, run before pycocotools or the model see it.
+
+pycocotools trusts its input: duplicate annotation ids silently overwrite each other in its index, a
+polygon of four numbers is read as a box, a polygon of two numbers or an RLE whose counts do not add up
+to height*width reads past its buffer, a missing `area` crashes COCOeval, and results for an image the
+ground truth does not have fail with a bare assertion. Every check below turns one of these into an
+error that names the file and the offending image, annotation or value. What happens to each kind of
+problem is listed in datasets/README.md.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+__all__ = [
+    "CocoFormatError",
+    "ValidationReport",
+    "validate_coco_dict",
+    "validate_coco_results",
+    "polygon_problem",
+    "rle_problem",
+    "box_tolerance",
+]
+
+# How many problems one error message lists before it says "... and N more".
+_MAX_LISTED = 20
+
+
+class CocoFormatError(ValueError):
+    """Annotation or results data that cannot be used; the message names the file and the items."""
+
+
+@dataclass
+class ValidationReport:
+    """What validation found that is not an error (counts, with a few example annotation ids)."""
+
+    num_images: int = 0
+    num_annotations: int = 0
+    num_crowd: int = 0
+    filled_area: int = 0  # annotations without an `area`, given one computed from the mask or box
+    short_polygons: List[int] = field(default_factory=list)  # ann ids with a polygon of < 3 points
+
+
+def _is_int(x: Any) -> bool:
+    # bool is an int subclass in Python; an id of `True` is a JSON mistake, not an id.
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_finite_number(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def box_tolerance(size: float) -> float:
+    """How far (pixels) a box may reach past an image side of `size` pixels and still be clipped.
+
+    Rounding in annotation tools leaves boxes a fraction of a pixel outside; a box further out than
+    this is a broken annotation (wrong image, swapped width/height), which is an error.
+    """
+    return 1.0 + 0.05 * size
+
+
+def polygon_problem(poly: Any) -> Optional[str]:
+    """Why one polygon (a flat list x1, y1, x2, y2, ...) is malformed, or None; "short" if it is
+    well-formed but has fewer than 3 points (no area: dropped rather than an error)."""
+    if not isinstance(poly, (list, tuple)):
+        return f"a polygon must be a list of numbers, got {type(poly).__name__}"
+    if not all(_is_finite_number(v) for v in poly):
+        bad = next(v for v in poly if not _is_finite_number(v))
+        return f"polygon has a non-finite or non-numeric coordinate {bad!r}"
+    if len(poly) % 2 != 0:
+        return f"polygon has an odd number of coordinates ({len(poly)})"
+    if len(poly) < 6:
+        return "short"
+    return None
+
+
+def _rle_string_sum(counts: str) -> Optional[int]:
+    """Sum of the run lengths of a compressed RLE string, or None if the string is not valid.
+
+    pycocotools decodes these strings in C without bounds checks; we decode the same LEB128-like
+    scheme (5 bits per character, offset 48, runs after the second stored as differences) in Python
+    only to check that the runs are non-negative and add up to the image size.
+    """
+    runs: List[int] = []
+    pos, n = 0, len(counts)
+    while pos < n:
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= n:
+                return None
+            c = ord(counts[pos]) - 48
+            if c < 0 or c > 63:
+                return None
+            value |= (c & 0x1F) << (5 * shift)
+            more = bool(c & 0x20)
+            pos += 1
+            shift += 1
+            if not more and (c & 0x10):
+                value |= -1 << (5 * shift)
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            return None
+        runs.append(value)
+    return sum(runs)
+
+
+def rle_problem(rle: Any, height: int, width: int) -> Optional[str]:
+    """Why an RLE dict cannot describe a mask of an image of this size, or None."""
+    if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
+        return "an RLE segmentation must be a dict with 'counts' and 'size'"
+    size = rle["size"]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(s) for s in size)):
+        return f"RLE 'size' must be [height, width] integers, got {size!r}"
+    if list(size) != [height, width]:
+        return f"RLE size {list(size)} does not match the image's [height, width] = {[height, width]}"
+    counts = rle["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii", errors="replace")
+    if isinstance(counts, str):
+        total = _rle_string_sum(counts)
+        if total is None:
+            return "RLE 'counts' string is not a valid compressed RLE"
+    elif isinstance(counts, (list, tuple)):
+        if not all(_is_int(c) and c >= 0 for c in counts):
+            return "uncompressed RLE 'counts' must be non-negative integers"
+        total = sum(counts)
+    else:
+        return f"RLE 'counts' must be a string or a list of integers, got {type(counts).__name__}"
+    if total != height * width:
+        return f"RLE runs add up to {total} pixels, the image has {height}x{width} = {height * width}"
+    return None
+
+
+def _box_problem(bbox: Any, height: int, width: int) -> Optional[str]:
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
+        return f"bbox must be [x, y, width, height], got {bbox!r}"
+    if not all(_is_finite_number(v) for v in bbox):
+        return f"bbox has a non-finite or non-numeric value: {bbox!r}"
+    x, y, w, h = bbox
+    if w < 0 or h < 0:
+        return f"bbox has a negative width or height: {bbox!r}"
+    tx, ty = box_tolerance(width), box_tolerance(height)
+    if x < -tx or y < -ty or x + w > width + tx or y + h > height + ty:
+        return f"bbox {bbox!r} lies outside the {width}x{height} image"
+    return None
+
+
+class _Problems:
+    def __init__(self, source: str):
+        self.source = source
+        self.items: List[str] = []
+
+    def add(self, msg: str) -> None:
+        self.items.append(msg)
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        listed = "\n  ".join(self.items[:_MAX_LISTED])
+        more = len(self.items) - _MAX_LISTED
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        raise CocoFormatError(f"{len(self.items)} problem(s) in {self.source}:\n  {listed}{tail}")
+
+
+def _check_ids(items: Sequence[Any], kind: str, problems: _Problems) -> Dict[Any, Any]:
+    by_id: Dict[Any, Any] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            problems.add(f"{kind} entry #{i} is a {type(item).__name__}, not an object")
+            continue
+        if "id" not in item:
+            problems.add(f"{kind} entry #{i} has no 'id'")
+            continue
+        iid = item["id"]
+        if not _is_int(iid):
+            problems.add(f"{kind} entry #{i} has id {iid!r} of type {type(iid).__name__}; ids must be integers")
+            continue
+        if iid in by_id:
+            problems.add(f"{kind} id {iid} appears more than once")
+            continue
+        by_id[iid] = item
+    return by_id
+
+
+def validate_coco_dict(data: Any, source: str = "<dict>", fill_area: bool = True) -> ValidationReport:
+    """Check a loaded COCO instances JSON in place; raise CocoFormatError listing every problem.
+
+    With `fill_area`, annotations that lack an `area` get one (mask area, else box area), because
+    COCOeval needs it for its small/medium/large ranges; the count is in the report.
+    """
+    problems = _Problems(source)
+    if not isinstance(data, dict):
+        raise CocoFormatError(f"{source}: the top level must be a JSON object, got {type(data).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise CocoFormatError(f"{source}: missing the top-level key '{key}'")
+        if not isinstance(data[key], list):
+            raise CocoFormatError(f"{source}: '{key}' must be a list, got {type(data[key]).__name__}")
+
+    images = _check_ids(data["images"], "image", problems)
+    categories = _check_ids(data["categories"], "category", problems)
+    for iid, img in images.items():
+        fname = img.get("file_name")
+        if not isinstance(fname, str) or not fname:
+            problems.add(f"image {iid} has no usable 'file_name' ({fname!r})")
+        for k in ("height", "width"):
+            v = img.get(k)
+            if not (_is_int(v) and v > 0):
+                problems.add(f"image {iid} ({fname}) has {k} {v!r}; expected a positive integer")
+    for cid, cat in categories.items():
+        if not isinstance(cat.get("name"), str):
+            problems.add(f"category {cid} has no 'name' string")
+    problems.raise_if_any()  # annotations are checked against images, which must be sound first
+
+    report = ValidationReport(num_images=len(images))
+    anns = _check_ids(data["annotations"], "annotation", problems)
+    report.num_annotations = len(anns)
+    for aid, ann in anns.items():
+        where = f"annotation {aid}"
+        img = images.get(ann.get("image_id"))
+        if img is None:
+            problems.add(f"{where} points at image_id {ann.get('image_id')!r}, which is not in 'images'")
+            continue
+        where += f" (image {img['id']}, {img['file_name']})"
+        if ann.get("category_id") not in categories or not _is_int(ann.get("category_id")):
+            problems.add(f"{where} has category_id {ann.get('category_id')!r}, which is not in 'categories'")
+        crowd = ann.get("iscrowd", 0)
+        if crowd not in (0, 1) or isinstance(crowd, float):
+            problems.add(f"{where} has iscrowd {crowd!r}; expected 0 or 1")
+        report.num_crowd += crowd == 1
+        h, w = img["height"], img["width"]
+        msg = _box_problem(ann.get("bbox"), h, w)
+        if msg:
+            problems.add(f"{where}: {msg}")
+        segm = ann.get("segmentation")
+        if segm is not None and segm != []:
+            if isinstance(segm, dict):
+                msg = rle_problem(segm, h, w)
+                if msg:
+                    problems.add(f"{where}: {msg}")
+            elif isinstance(segm, list):
+                for poly in segm:
+                    msg = polygon_problem(poly)
+                    if msg == "short":
+                        report.short_polygons.append(aid)
+                    elif msg:
+                        problems.add(f"{where}: {msg}")
+            else:
+                problems.add(f"{where}: segmentation must be a polygon list or an RLE dict")
+        if "area" in ann:
+            if not (_is_finite_number(ann["area"]) and ann["area"] >= 0):
+                problems.add(f"{where} has area {ann['area']!r}; expected a finite number >= 0")
+        elif fill_area and not problems.items:
+            ann["area"] = _computed_area(ann, h, w)
+            report.filled_area += 1
+    problems.raise_if_any()
+    return report
+
+
+def _computed_area(ann: dict, height: int, width: int) -> float:
+    from pycocotools import mask as mask_util
+
+    segm = ann.get("segmentation")
+    if segm:
+        polys = [p for p in segm if len(p) >= 6] if isinstance(segm, list) else None
+        if isinstance(segm, dict):
+            rle = segm if isinstance(segm["counts"], (str, bytes)) else mask_util.frPyObjects(segm, height, width)
+            return float(mask_util.area(rle))
+        if polys:
+            return float(mask_util.area(mask_util.merge(mask_util.frPyObjects(polys, height, width))))
+    x, y, w, h = ann["bbox"]
+    return float(w * h)
+
+
+def validate_coco_results(results: Any, gt: dict, iou_type: str, source: str = "<results>") -> None:
+    """Check a COCO results list (detections) against its ground truth before pycocotools loads it."""
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+    if not isinstance(results, list):
+        raise CocoFormatError(f"{source}: a results file must be a JSON list, got {type(results).__name__}")
+    if not results:
+        raise CocoFormatError(f"{source}: the results list is empty (pycocotools cannot evaluate it)")
+    images = {img["id"]: img for img in gt["images"]}
+    categories = {c["id"] for c in gt["categories"]}
+    problems = _Problems(source)
+    for i, r in enumerate(results):
+        where = f"result #{i}"
+        if not isinstance(r, dict):
+            problems.add(f"{where} is a {type(r).__name__}, not an object")
+            continue
+        img = images.get(r.get("image_id")) if _is_int(r.get("image_id")) else None
+        if img is None:
+            problems.add(f"{where} has image_id {r.get('image_id')!r}, which the ground truth does not have")
+            continue
+        where += f" (image {img['id']})"
+        if not _is_int(r.get("category_id")) or r["category_id"] not in categories:
+            problems.add(f"{where} has category_id {r.get('category_id')!r}, which the ground truth does not have")
+        if not _is_finite_number(r.get("score")):
+            problems.add(f"{where} has score {r.get('score')!r}; expected a finite number")
+        if iou_type == "bbox" or "bbox" in r:
+            msg = _box_problem(r.get("bbox"), img["height"], img["width"])
+            if msg:
+                problems.add(f"{where}: {msg}")
+        if iou_type == "segm":
+            segm = r.get("segmentation")
+            msg = rle_problem(segm, img["height"], img["width"])
+            if not msg and not isinstance(segm["counts"], (str, bytes)):
+                msg = "a result's segmentation must be compressed RLE ('counts' a string), as pycocotools reads it"
+            if msg:
+                problems.add(f"{where}: {msg}")
+    problems.raise_if_any()

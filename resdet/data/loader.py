@@ -1,0 +1,158 @@
+"""Detection data loaders: dataset dicts -> mapped samples -> batches of (images, targets).
+
+Training: an endless stream from the engine's InfiniteSampler (seeded, sharded over DDP ranks),
+grouped by aspect ratio (resdet/data/grouping.py) or plainly batched, starting at `start_iter` so
+that a resumed run continues with the same images. Test: each rank takes a contiguous slice of the
+dataset in order, once.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+
+from .catalog import get_detection_dataset, register_from_config
+from .coco import DatasetMetadata
+from .grouping import AspectRatioGroupedBatchSampler, aspect_ratio_groups
+from .transforms import DetectionMapper
+
+__all__ = [
+    "collate_detection",
+    "MappedDataset",
+    "InferenceSampler",
+    "load_train_records",
+    "build_detection_train_loader",
+    "build_detection_test_loader",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def collate_detection(batch: Sequence[Tuple[torch.Tensor, Dict[str, torch.Tensor]]]):
+    """[(image, target), ...] -> ([images], [targets]): images differ in size, the model pads them."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+class MappedDataset(Dataset):
+    """A list of dataset dicts with a mapper applied on access."""
+
+    def __init__(self, records: List[dict], mapper):
+        self.records = records
+        self.mapper = mapper
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int):
+        return self.mapper(self.records[index])
+
+
+def _dist():
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class InferenceSampler(Sampler[int]):
+    """Rank r of W gets the r-th contiguous slice of range(size), each index exactly once overall."""
+
+    def __init__(self, size: int, rank: Optional[int] = None, world_size: Optional[int] = None):
+        r, w = _dist()
+        self.rank = r if rank is None else rank
+        self.world_size = w if world_size is None else world_size
+        per = (size + self.world_size - 1) // self.world_size
+        self.indices = range(min(size, self.rank * per), min(size, (self.rank + 1) * per))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _seed_worker_augmentation(worker_id: int) -> None:
+    # Forked workers inherit identical albumentations RNG state: reseed each from torch's per-worker
+    # seed (which DataLoader derives from the main process's seeded RNG), so that workers differ and
+    # runs repeat.
+    info = torch.utils.data.get_worker_info()
+    mapper = getattr(info.dataset, "mapper", None)
+    if mapper is not None:
+        mapper.augmentation.set_random_seed(info.seed % 2**32)
+
+
+def load_train_records(names: Sequence[str], filter_empty: bool = True, check_images: str = "header"
+                       ) -> Tuple[List[dict], DatasetMetadata]:
+    """Concatenated dicts of several registered datasets; their categories must agree."""
+    if not names:
+        raise ValueError("DATASETS.TRAIN is empty: name at least one registered dataset")
+    records: List[dict] = []
+    meta = None
+    for name in names:
+        dicts, m = get_detection_dataset(name, filter_empty=filter_empty, check_images=check_images)
+        if meta is not None and m.dataset_id_to_contiguous != meta.dataset_id_to_contiguous:
+            raise ValueError(f"Dataset '{name}' has categories {m.thing_classes}, which differ from "
+                             f"'{meta.name}' ({meta.thing_classes}); they cannot be trained together")
+        meta = meta or m
+        records.extend(dicts)
+    if not records:
+        raise ValueError(f"Datasets {list(names)} have no training images (with FILTER_EMPTY_ANNOTATIONS, "
+                         "images without annotations are left out)")
+    return records, meta
+
+
+def build_detection_train_loader(cfg, start_iter: int = 0, mapper: Optional[DetectionMapper] = None) -> DataLoader:
+    """Endless training batches for this process; `loader.metadata` holds the category mapping and
+    `loader.batch_sampler` can report where to resume (`state_dict(iteration)` when grouped)."""
+    from .samplers import InfiniteSampler  # the engine's resumable, distributed index stream
+
+    register_from_config(cfg)
+    records, meta = load_train_records(cfg.DATASETS.TRAIN, cfg.DATASETS.FILTER_EMPTY_ANNOTATIONS,
+                                       cfg.DATASETS.CHECK_IMAGES)
+    rank, world = _dist()
+    global_batch = cfg.SOLVER.IMS_PER_BATCH
+    if global_batch % world:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH={global_batch} is not divisible by the {world} processes")
+    per_rank = global_batch // world
+    mapper = mapper or DetectionMapper(**DetectionMapper.from_config(cfg, is_train=True))
+    dataset = MappedDataset(records, mapper)
+    if cfg.INPUT.ASPECT_RATIO_GROUPING:
+        sampler = InfiniteSampler(len(records), shuffle=True, seed=cfg.SEED, rank=rank, world_size=world)
+        batch_sampler = AspectRatioGroupedBatchSampler(sampler, aspect_ratio_groups(records), per_rank,
+                                                       start_batch=start_iter)
+    else:
+        sampler = InfiniteSampler(len(records), shuffle=True, seed=cfg.SEED, rank=rank, world_size=world,
+                                  start=start_iter * global_batch)
+        batch_sampler = BatchSampler(sampler, per_rank, drop_last=True)
+    workers = cfg.DATALOADER.NUM_WORKERS
+    loader = DataLoader(
+        dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate_detection,
+        worker_init_fn=_seed_worker_augmentation if workers > 0 else None,
+        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+    )
+    loader.metadata = meta
+    return loader
+
+
+def build_detection_test_loader(cfg, dataset_name: str, mapper: Optional[DetectionMapper] = None,
+                                batch_size: Optional[int] = None) -> DataLoader:
+    """One pass over a dataset (every image, annotated or not), sharded over ranks.
+    `loader.metadata` has the category mapping and `loader.json_file` the ground truth to score against."""
+    from .catalog import dataset_files
+
+    register_from_config(cfg)
+    records, meta = get_detection_dataset(dataset_name, filter_empty=False, check_images=cfg.DATASETS.CHECK_IMAGES)
+    mapper = mapper or DetectionMapper(**DetectionMapper.from_config(cfg, is_train=False))
+    dataset = MappedDataset(records, mapper)
+    loader = DataLoader(
+        dataset, batch_size=batch_size or cfg.TEST.IMS_PER_BATCH, sampler=InferenceSampler(len(records)),
+        num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=collate_detection,
+        pin_memory=torch.cuda.is_available(),
+    )
+    loader.metadata = meta
+    loader.json_file = dataset_files(dataset_name)[0]
+    return loader

@@ -1,0 +1,280 @@
+"""COCO evaluation with pycocotools: model outputs -> results JSON -> COCOeval (bbox, segm).
+
+    evaluator = COCOEvaluator("annotations.json", iou_types=("bbox", "segm"),
+                              contiguous_to_dataset_id=meta.contiguous_to_dataset_id, output_dir="out")
+    for images, targets in loader:
+        evaluator.process(targets, model(images))
+    metrics = evaluator.evaluate()     # {"bbox": {"AP": ..., ..., "per_category": {...}}, "segm": ...}
+
+or, for a results file written earlier (no model): `evaluate_results_file(gt_json, results_json)`.
+
+Ground truth and results are validated (resdet/data/coco_validation.py) before pycocotools sees them.
+Outputs: `coco_instances_results.json` (the results, in the dataset's own category ids) and
+`coco_eval.json` (the 12-number summary and the per-category AP table per IoU type).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import math
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from resdet.data.coco_validation import CocoFormatError, validate_coco_dict, validate_coco_results
+
+__all__ = [
+    "SUMMARY_NAMES",
+    "COCOEvaluator",
+    "instances_to_coco_results",
+    "load_coco_gt",
+    "evaluate_coco_results",
+    "evaluate_results_file",
+    "format_per_category_table",
+]
+
+logger = logging.getLogger(__name__)
+
+# The order of COCOeval.stats for bbox/segm.
+SUMMARY_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def load_coco_gt(gt: Union[str, dict, "COCO"]):  # noqa: F821
+    """A pycocotools COCO object from a JSON path or dict, validated first (a COCO object is trusted)."""
+    from pycocotools.coco import COCO
+
+    if isinstance(gt, COCO):
+        return gt
+    source = "<ground-truth dict>"
+    if isinstance(gt, str):
+        source = f"'{gt}'"
+        if not os.path.isfile(gt):
+            raise FileNotFoundError(f"Ground-truth annotation file not found: '{gt}'")
+        with open(gt, "r", encoding="utf-8") as f:
+            try:
+                gt = json.load(f)
+            except json.JSONDecodeError as e:
+                raise CocoFormatError(f"Ground-truth file {source} is not valid JSON: {e}") from e
+    else:
+        gt = copy.deepcopy(gt)
+    validate_coco_dict(gt, source=source)
+    coco = COCO()
+    coco.dataset = gt
+    with contextlib.redirect_stdout(io.StringIO()):  # "creating index..." chatter
+        coco.createIndex()
+    return coco
+
+
+def instances_to_coco_results(
+    output: Dict[str, torch.Tensor],
+    image_id: int,
+    contiguous_to_dataset_id: Optional[Dict[int, int]] = None,
+    mask_threshold: float = 0.5,
+) -> List[dict]:
+    """One image's model output (boxes xyxy, scores, labels 1..K, optional masks [N,1,H,W]
+    probabilities in original image coordinates) -> COCO result dicts (xywh, dataset category ids,
+    compressed RLE). All masks of the image are thresholded and encoded in one pycocotools call."""
+    from pycocotools import mask as mask_util
+
+    boxes = output["boxes"].detach().float().cpu()
+    n = boxes.shape[0]
+    if n == 0:
+        return []
+    xywh = boxes.clone()
+    xywh[:, 2:] -= xywh[:, :2]
+    scores = output["scores"].detach().float().cpu().tolist()
+    labels = output["labels"].detach().cpu().tolist()
+    if contiguous_to_dataset_id is not None:
+        unknown = sorted({l for l in labels if l not in contiguous_to_dataset_id})
+        if unknown:
+            raise ValueError(f"Model output labels {unknown} have no dataset category id "
+                             f"(known labels: {sorted(contiguous_to_dataset_id)})")
+        labels = [contiguous_to_dataset_id[l] for l in labels]
+    rles = None
+    if "masks" in output:
+        masks = output["masks"].detach()
+        if masks.dim() == 4:
+            masks = masks[:, 0]
+        binary = (masks > mask_threshold).to(torch.uint8).cpu().numpy()
+        # pycocotools wants H x W x N in Fortran order
+        rles = mask_util.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+        for r in rles:
+            r["counts"] = r["counts"].decode("ascii")
+    results = []
+    for i in range(n):
+        r = {"image_id": int(image_id), "category_id": int(labels[i]),
+             "bbox": [round(float(v), 3) for v in xywh[i].tolist()], "score": float(scores[i])}
+        if rles is not None:
+            r["segmentation"] = rles[i]
+        results.append(r)
+    return results
+
+
+def _per_category_ap(coco_eval, coco_gt) -> Dict[str, Optional[float]]:
+    # precision: [IoU thresholds, recall points, categories, area ranges, max dets]; -1 where undefined
+    precision = coco_eval.eval["precision"]
+    table = {}
+    for k, cat_id in enumerate(coco_eval.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        name = coco_gt.cats[cat_id]["name"]
+        table[name] = float(np.mean(p) * 100) if p.size else None
+    return table
+
+
+def format_per_category_table(per_category: Dict[str, Optional[float]], columns: int = 3) -> str:
+    cells = [(name, "nan" if ap is None else f"{ap:.3f}") for name, ap in per_category.items()]
+    width = max([len(c[0]) for c in cells] + [8])
+    header = " | ".join([f"{'category':<{width}} | {'AP':>7}"] * min(columns, max(len(cells), 1)))
+    lines = [header, "-" * len(header)]
+    for row in range(0, len(cells), columns):
+        lines.append(" | ".join(f"{n:<{width}} | {a:>7}" for n, a in cells[row:row + columns]))
+    return "\n".join(lines)
+
+
+def evaluate_coco_results(
+    coco_gt,
+    results: List[dict],
+    iou_types: Sequence[str] = ("bbox", "segm"),
+    source: str = "<results>",
+    img_ids: Optional[Iterable[int]] = None,
+) -> Dict[str, Dict]:
+    """Run COCOeval per IoU type; pycocotools prints its summary. Returns, per type, the 12 summary
+    numbers (in percent, as Detectron2 reports them) and `per_category` AP."""
+    from pycocotools.cocoeval import COCOeval
+
+    coco_gt = load_coco_gt(coco_gt)
+    metrics: Dict[str, Dict] = {}
+    for iou_type in iou_types:
+        validate_coco_results(results, coco_gt.dataset, iou_type, source=source)
+        dets = copy.deepcopy(results)  # loadRes writes into them
+        if iou_type == "segm":
+            for d in dets:
+                # with a bbox present loadRes would take the box area for the small/medium/large ranges
+                d.pop("bbox", None)
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = coco_gt.loadRes(dets)
+        coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
+        if img_ids is not None:
+            coco_eval.params.imgIds = sorted(img_ids)
+        print(f"Evaluating {iou_type} with pycocotools COCOeval")
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+        coco_eval.summarize()  # prints the standard 12-line summary
+        stats = {n: float(v * 100) if v >= 0 else float("nan") for n, v in zip(SUMMARY_NAMES, coco_eval.stats)}
+        stats["per_category"] = _per_category_ap(coco_eval, coco_gt)
+        print(f"Per-category {iou_type} AP:\n" + format_per_category_table(stats["per_category"]))
+        metrics[iou_type] = stats
+    return metrics
+
+
+def _save_json(obj, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def _json_safe(metrics):
+    # JSON has no NaN; a category without ground truth gets null
+    if isinstance(metrics, dict):
+        return {k: _json_safe(v) for k, v in metrics.items()}
+    if isinstance(metrics, float) and math.isnan(metrics):
+        return None
+    return metrics
+
+
+def evaluate_results_file(gt_json: str, results_json: str, iou_types: Sequence[str] = ("bbox", "segm"),
+                          output_dir: Optional[str] = None) -> Dict[str, Dict]:
+    """Evaluate a results JSON written earlier (by eval.py or anyone else), without a model."""
+    if not os.path.isfile(results_json):
+        raise FileNotFoundError(f"Results file not found: '{results_json}'")
+    with open(results_json, "r", encoding="utf-8") as f:
+        try:
+            results = json.load(f)
+        except json.JSONDecodeError as e:
+            raise CocoFormatError(f"Results file '{results_json}' is not valid JSON: {e}") from e
+    if iou_types and "segm" in iou_types and isinstance(results, list) and results and isinstance(results[0], dict) \
+            and "segmentation" not in results[0]:
+        iou_types = [t for t in iou_types if t != "segm"]  # a box-only results file
+        logger.info("%s has no segmentations: evaluating bbox only", results_json)
+    metrics = evaluate_coco_results(gt_json, results, iou_types, source=f"'{results_json}'")
+    if output_dir:
+        _save_json(_json_safe(metrics), os.path.join(output_dir, "coco_eval.json"))
+    return metrics
+
+
+class COCOEvaluator:
+    """Collects model outputs over a dataset (across DDP ranks) and scores them with COCOeval."""
+
+    def __init__(
+        self,
+        gt: Union[str, dict],
+        iou_types: Sequence[str] = ("bbox", "segm"),
+        contiguous_to_dataset_id: Optional[Dict[int, int]] = None,
+        output_dir: Optional[str] = None,
+        mask_threshold: float = 0.5,
+    ):
+        for t in iou_types:
+            if t not in ("bbox", "segm"):
+                raise ValueError(f"iou_types may hold 'bbox' and 'segm', got {t!r}")
+        self.coco_gt = load_coco_gt(gt)
+        self.iou_types = tuple(iou_types)
+        if contiguous_to_dataset_id is None:  # same rule as resdet.data.coco: sorted ids -> 1..K
+            contiguous_to_dataset_id = {i + 1: c for i, c in enumerate(sorted(self.coco_gt.cats))}
+        self.contiguous_to_dataset_id = contiguous_to_dataset_id
+        self.output_dir = output_dir
+        self.mask_threshold = mask_threshold
+        self.reset()
+
+    def reset(self) -> None:
+        self._results: List[dict] = []
+        self._image_ids: List[int] = []
+
+    def process(self, targets: Sequence[Dict[str, torch.Tensor]], outputs: Sequence[Dict[str, torch.Tensor]]) -> None:
+        """`targets` carry `image_id` (as the loaders make them); `outputs` are the model's, per image."""
+        if len(targets) != len(outputs):
+            raise ValueError(f"process() got {len(targets)} targets but {len(outputs)} outputs")
+        for t, o in zip(targets, outputs):
+            image_id = int(t["image_id"])
+            if "segm" in self.iou_types and "masks" not in o:
+                raise ValueError("segm evaluation needs 'masks' in the model outputs (is MODEL.MASK_ON off?)")
+            self._image_ids.append(image_id)
+            self._results.extend(instances_to_coco_results(o, image_id, self.contiguous_to_dataset_id,
+                                                           self.mask_threshold))
+
+    def _gather(self):
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self._results, self._image_ids
+        parts = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, (self._results, self._image_ids))
+        results = [r for p in parts for r in p[0]]
+        ids = [i for p in parts for i in p[1]]
+        return results, ids
+
+    def evaluate(self) -> Dict[str, Dict]:
+        """Scores on rank 0 (other ranks get {}); results and metrics saved under output_dir."""
+        import torch.distributed as dist
+
+        results, image_ids = self._gather()
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return {}
+        if self.output_dir:
+            _save_json(results, os.path.join(self.output_dir, "coco_instances_results.json"))
+        if not results:
+            logger.warning("No detections on %d images: every AP is 0", len(set(image_ids)))
+            return {t: {n: 0.0 for n in SUMMARY_NAMES} for t in self.iou_types}
+        metrics = evaluate_coco_results(self.coco_gt, results, self.iou_types,
+                                        source="model outputs", img_ids=set(image_ids))
+        if self.output_dir:
+            _save_json(_json_safe(metrics), os.path.join(self.output_dir, "coco_eval.json"))
+        return metrics

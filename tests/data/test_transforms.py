@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+
+from resdet.data.coco import load_coco_json
+from resdet.data.transforms import DetectionMapper, ResizeShortestEdge, build_augmentation
+
+from .coco_fixtures import write_case
+
+
+@pytest.mark.parametrize(
+    "hw, short, cap, expected",
+    [((60, 80), 120, 1333, (120, 160)),   # shorter side to 120
+     ((100, 300), 800, 1333, (444, 1333)),  # the longer side would be 2400: capped at 1333
+     ((300, 100), 50, 1333, (150, 50))],
+)
+def test_resize_shortest_edge(hw, short, cap, expected):
+    import albumentations as A
+
+    aug = A.Compose([ResizeShortestEdge(short, cap)])
+    out = aug(image=np.zeros((*hw, 3), np.uint8))["image"]
+    assert out.shape[:2] == expected
+
+
+def _mask_extent(mask):
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    return torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+
+
+def _records(tmp_path):
+    json_path, image_dir, _ = write_case(tmp_path)
+    dicts, meta = load_coco_json(json_path, image_dir, filter_empty=True)
+    return {d["image_id"]: d for d in dicts}
+
+
+def test_train_mapper_resizes_flips_and_keeps_boxes_and_masks_together(tmp_path):
+    rec = _records(tmp_path)[1]  # 80x60; anns 10 (polygon), 11 (two polygons), 12 (crowd)
+    mapper = DetectionMapper(is_train=True, min_size_train=(120,), max_size=1000, flip_prob=1.0)
+    img, t = mapper(rec)
+    assert img.shape == (3, 120, 160) and img.dtype == torch.float32 and img.max() > 1
+    # crowd region 12 never reaches the model
+    assert t["labels"].tolist() == [1, 2]
+    assert t["masks"].shape == (2, 120, 160) and t["masks"].dtype == torch.uint8
+    # ann 10: box x 10..30, y 10..30 in 80 px; scaled x2 and flipped: x 100..140, y 20..60
+    torch.testing.assert_close(t["boxes"][0], torch.tensor([100.0, 20.0, 140.0, 60.0]))
+    for box, mask in zip(t["boxes"], t["masks"]):
+        assert (box - _mask_extent(mask)).abs().max() <= 2.0
+    assert t["orig_size"].tolist() == [60, 80] and int(t["image_id"]) == 1
+
+
+def test_large_scale_jitter_output_is_square_and_consistent(tmp_path):
+    rec = _records(tmp_path)[1]
+    mapper = DetectionMapper(is_train=True, lsj=True, lsj_size=96, lsj_scale=(0.5, 2.0), flip_prob=0.5)
+    mapper.augmentation.set_random_seed(0)
+    seen_dropped = False
+    for _ in range(40):
+        img, t = mapper(rec)
+        assert img.shape == (3, 96, 96)
+        n = len(t["boxes"])
+        assert t["masks"].shape == (n, 96, 96) and t["labels"].shape == (n,)
+        seen_dropped |= n < 2
+        if n:
+            assert (t["boxes"][:, 2:] > t["boxes"][:, :2]).all()
+            assert t["boxes"].min() >= 0 and t["boxes"].max() <= 96
+        for box, mask in zip(t["boxes"], t["masks"]):
+            if mask.any():  # a crop cuts box and mask alike: what is left of the mask lies in the box
+                ext = _mask_extent(mask)
+                assert (ext[:2] >= box[:2] - 2).all() and (ext[2:] <= box[2:] + 2).all()
+    assert seen_dropped  # crops at scale 2 cut instances out, with their masks
+
+
+def test_test_mapper_resizes_without_targets(tmp_path):
+    rec = _records(tmp_path)[2]  # 48x64 (w x h)
+    img, t = DetectionMapper(is_train=False, min_size_test=96, max_size=1333)(rec)
+    assert img.shape == (3, 128, 96)
+    assert set(t) == {"image_id", "orig_size"} and t["orig_size"].tolist() == [64, 48]
+
+
+def test_train_mapper_box_only(tmp_path):
+    rec = _records(tmp_path)[2]
+    img, t = DetectionMapper(is_train=True, mask_on=False, min_size_train=(64,), flip_prob=0.0)(rec)
+    assert "masks" not in t and t["labels"].tolist() == [3, 1]
+
+
+def test_bad_sizes_are_rejected():
+    with pytest.raises(ValueError, match="min_size_train"):
+        build_augmentation(True, min_size_train=(0,))
+    with pytest.raises(ValueError, match="lsj_scale"):
+        build_augmentation(True, lsj=True, lsj_scale=(2.0, 1.0))

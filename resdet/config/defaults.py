@@ -59,6 +59,84 @@ _C.MODEL.BACKBONE.WEIGHTS = ""
 # ---------------------------------------------------------------------------- #
 # Detection model keys (FPN, anchors, RPN, RoI heads): resdet/detection adds them here.
 # ---------------------------------------------------------------------------- #
+# Conventions: NUM_CLASSES excludes the background (labels are 1..K, 0 is background, as torchvision);
+# the defaults are Detectron2's R50-FPN; configs/torchvision/*.yaml switch to torchvision's choices.
+_C.MODEL.FPN = CN()
+# Backbone outputs the pyramid is built on (finest first); they become p2..p5, plus p6 for the RPN.
+_C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+# Channels of every pyramid level.
+_C.MODEL.FPN.OUT_CHANNELS = 256
+
+_C.MODEL.ANCHOR_GENERATOR = CN()
+# Anchor sizes (pixels) per RPN level: one list per level of MODEL.RPN.IN_FEATURES.
+_C.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]
+# Height/width ratios: one list for all levels, or one list per level.
+_C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]
+
+_C.MODEL.RPN = CN()
+# Pyramid levels the RPN runs on.
+_C.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+# [background below, foreground at or above] IoU thresholds for anchors (in between: ignored).
+_C.MODEL.RPN.IOU_THRESHOLDS = [0.3, 0.7]
+# Anchors sampled per image for the losses, and the largest foreground share among them.
+_C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256
+_C.MODEL.RPN.POSITIVE_FRACTION = 0.5
+# Weights (wx, wy, ww, wh) of the anchor box deltas.
+_C.MODEL.RPN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
+# Smooth-L1 transition of the box loss (0 is plain L1, Detectron2's choice; torchvision uses 1/9).
+_C.MODEL.RPN.SMOOTH_L1_BETA = 0.0
+# Scale of both RPN losses.
+_C.MODEL.RPN.LOSS_WEIGHT = 1.0
+# Top-k proposals kept per level before NMS, and per image after it (training / testing).
+_C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2000
+_C.MODEL.RPN.PRE_NMS_TOPK_TEST = 1000
+_C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 1000
+_C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000
+# IoU threshold of the proposals' NMS (done per image and level).
+_C.MODEL.RPN.NMS_THRESH = 0.7
+# Proposals narrower or shorter than this (pixels) are dropped before NMS.
+_C.MODEL.RPN.MIN_BOX_SIZE = 0.0
+# Proposals with objectness probability below this are dropped before NMS.
+_C.MODEL.RPN.SCORE_THRESH = 0.0
+
+_C.MODEL.ROI_HEADS = CN()
+# Number of object classes, background excluded (COCO: 80; torchvision's COCO weights: 90).
+_C.MODEL.ROI_HEADS.NUM_CLASSES = 80
+# Pyramid levels RoIs are pooled from.
+_C.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+# A RoI with IoU at or above this with some ground truth is foreground, otherwise background.
+_C.MODEL.ROI_HEADS.IOU_THRESHOLDS = [0.5]
+# RoIs sampled per image for the losses, and the largest foreground share among them.
+_C.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512
+_C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
+# Add the ground-truth boxes to the proposals in training (so every object has a perfect RoI).
+_C.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT = True
+# Inference: detections need a class score above this; NMS per class at this IoU.
+_C.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05
+_C.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5
+
+_C.MODEL.ROI_BOX_HEAD = CN()
+# Fully connected layers of the box head and their width.
+_C.MODEL.ROI_BOX_HEAD.NUM_FC = 2
+_C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
+# RoIAlign output size, samples per bin (0: adaptive), and type: "ROIAlignV2" (half-pixel aligned,
+# Detectron2) or "ROIAlign" (the original, torchvision's).
+_C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
+_C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0
+_C.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlignV2"
+# Weights (wx, wy, ww, wh) of the class-specific box deltas.
+_C.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+# Smooth-L1 transition of the box loss (0 is plain L1).
+_C.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 0.0
+
+_C.MODEL.ROI_MASK_HEAD = CN()
+# 3x3 convs of the mask head and their width (then a 2x deconvolution and per-class logits).
+_C.MODEL.ROI_MASK_HEAD.NUM_CONV = 4
+_C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256
+# RoIAlign settings of the mask branch (as for the box head); masks come out at 2x this size.
+_C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14
+_C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0
+_C.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "ROIAlignV2"
 
 
 
@@ -124,6 +202,8 @@ _C.SOLVER.COMPILE = False
 _C.TEST = CN()
 # Evaluate every this many iterations during training; 0 only at the end.
 _C.TEST.EVAL_PERIOD = 0
+# Detection: at most this many detections per image (the highest scoring) after NMS.
+_C.TEST.DETECTIONS_PER_IMAGE = 100
 
 # ----------------------------------------------------------------------------------------------------
 # Datasets and input pipeline (detection: DATASETS, INPUT): resdet/data adds them here.

@@ -1,0 +1,58 @@
+"""Multi-scale RoIAlign: each box is pooled from the pyramid level that suits its size."""
+from __future__ import annotations
+
+import math
+from typing import List, Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+__all__ = ["ROIPooler", "assign_levels"]
+
+
+def assign_levels(boxes: Tensor, min_level: int, max_level: int, canonical_box_size: float = 224,
+                  canonical_level: int = 4) -> Tensor:
+    """Level index (0 = min_level) of each box [R, 4] by the FPN paper's Eq. 1:
+    floor(canonical_level + log2(sqrt(area) / canonical_box_size)), clamped to the pyramid.
+    The 1e-6 nudge is torchvision's LevelMapper's, so boxes on a boundary go to the same level."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    lvl = torch.floor(canonical_level + torch.log2(torch.sqrt(area) / canonical_box_size)
+                      + torch.tensor(1e-6, dtype=area.dtype))
+    return (lvl.clamp(min=min_level, max=max_level).to(torch.int64) - min_level)
+
+
+class ROIPooler(nn.Module):
+    """RoIAlign over P2..P5 for boxes given as a flat list with their image index.
+
+    `aligned=False` is the original RoIAlign (and torchvision's MultiScaleRoIAlign); `aligned=True`
+    shifts by half a pixel (Detectron2's "ROIAlignV2"), which is more exact.
+    One roi_align call per level (4 calls), never a call per image.
+    """
+
+    def __init__(self, *, output_size: int, strides: Sequence[int], sampling_ratio: int = 2,
+                 aligned: bool = False, canonical_box_size: float = 224, canonical_level: int = 4):
+        super().__init__()
+        levels = [math.log2(s) for s in strides]
+        if any(lv != int(lv) for lv in levels) or levels != list(range(int(levels[0]), int(levels[0]) + len(levels))):
+            raise ValueError(f"ROIPooler needs consecutive power-of-two strides (4, 8, 16, 32); got {list(strides)}")
+        self.output_size = (int(output_size), int(output_size))
+        self.scales = [1.0 / s for s in strides]
+        self.min_level, self.max_level = int(levels[0]), int(levels[-1])
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+        self.canonical_box_size = canonical_box_size
+        self.canonical_level = canonical_level
+
+    def forward(self, features: List[Tensor], boxes: Tensor, batch_idx: Tensor) -> Tensor:
+        rois = torch.cat([batch_idx[:, None].to(boxes.dtype), boxes], dim=1)
+        if len(features) == 1:
+            return roi_align(features[0], rois, self.output_size, self.scales[0], self.sampling_ratio, self.aligned)
+        levels = assign_levels(boxes, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level)
+        out = features[0].new_zeros((boxes.shape[0], features[0].shape[1]) + self.output_size)
+        for lvl, (feat, scale) in enumerate(zip(features, self.scales)):
+            idx = torch.nonzero(levels == lvl).squeeze(1)
+            if idx.numel():
+                out[idx] = roi_align(feat, rois[idx].to(feat.dtype), self.output_size, scale,
+                                     self.sampling_ratio, self.aligned).to(out.dtype)
+        return out

@@ -1,0 +1,104 @@
+"""Inference post-processing for a whole batch: class-wise NMS over all images in one call, per-image
+top-k, rescaling to the original image size, and mask pasting for all detections at once."""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+from .box_ops import BoxCoder, box_sizes_ok, clip_boxes
+from .structures import top_k_per_image
+
+__all__ = ["select_detections", "paste_masks", "scale_boxes"]
+
+
+def select_detections(class_logits: Tensor, box_deltas: Tensor, proposals: Tensor, batch_idx: Tensor,
+                      image_sizes: Tensor, box_coder: BoxCoder, score_thresh: float, nms_thresh: float,
+                      topk: int, min_box_size: float = 1e-2) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Detections from the box head's outputs for R proposals of N images.
+
+    Every (proposal, foreground class) pair with softmax score above `score_thresh` is a candidate;
+    NMS runs per (image, class) group in one batched call, then each image keeps its `topk` best.
+    Returns padded (boxes [N, D, 4], scores [N, D], labels [N, D], valid [N, D]).
+    """
+    num_images = image_sizes.shape[0]
+    num_classes = class_logits.shape[1]  # including background at 0
+    boxes = box_coder.decode(box_deltas, proposals)  # [R, C, 4]
+    h = image_sizes[batch_idx, 0, None].to(boxes.dtype)
+    w = image_sizes[batch_idx, 1, None].to(boxes.dtype)
+    boxes = clip_boxes(boxes, h, w)[:, 1:]
+    scores = F.softmax(class_logits, -1)[:, 1:]
+    labels = torch.arange(1, num_classes, device=scores.device).expand_as(scores)
+    keep = (scores > score_thresh) & box_sizes_ok(boxes, min_box_size)
+    roi, cls = keep.nonzero(as_tuple=True)
+    boxes, scores, labels, img = boxes[roi, cls], scores[roi, cls], labels[roi, cls], batch_idx[roi]
+    kept = batched_nms(boxes, scores, img * num_classes + labels, nms_thresh)
+    return _reorder(*top_k_per_image(boxes[kept], img[kept], num_images, topk, extra=(scores[kept], labels[kept])))
+
+
+def _reorder(boxes, valid, scores, labels):
+    return boxes, scores, labels, valid
+
+
+def scale_boxes(boxes: Tensor, from_sizes: Tensor, to_sizes: Tensor) -> Tensor:
+    """Boxes [N, D, 4] of images of size from_sizes [N, 2] (h, w) in the frame of to_sizes [N, 2]."""
+    ratio = to_sizes.to(boxes.dtype) / from_sizes.to(boxes.dtype)  # [N, 2] as (h, w)
+    return boxes * torch.stack((ratio[:, 1], ratio[:, 0], ratio[:, 1], ratio[:, 0]), dim=1)[:, None, :]
+
+
+def _axis_weights(lo: Tensor, hi: Tensor, length: int, mask_size: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """For each detection's integer span [lo, hi] along one image axis, the two source indices and
+    weights of each of the `length` image pixels, as F.interpolate(bilinear, align_corners=False)
+    computes them when resizing the mask to the span's size; plus where the pixel is inside the span."""
+    size = (hi - lo + 1).clamp(min=1)  # [D]
+    pix = torch.arange(length, device=lo.device)
+    local = pix[None, :] - lo[:, None]  # [D, L]
+    inside = (pix[None, :] >= lo.clamp(min=0)[:, None]) & (pix[None, :] < (hi + 1).clamp(max=length)[:, None])
+    scale = torch.tensor(float(mask_size), dtype=torch.float32, device=lo.device) / size.to(torch.float32)
+    src = (scale[:, None] * (local.to(torch.float32) + 0.5) - 0.5).clamp(min=0)
+    i0 = src.floor().to(torch.int64).clamp(min=0, max=mask_size - 1)
+    lam = (src - i0.to(torch.float32)).clamp(0, 1)
+    i1 = (i0 + 1).clamp(max=mask_size - 1)
+    return i0, i1, lam, inside
+
+
+def paste_masks(masks: Tensor, boxes: Tensor, image_size: Tuple[int, int], padding: int = 1) -> Tensor:
+    """Paste mask probabilities [D, 1, M, M] into boxes [D, 4] of an image of `image_size` (h, w).
+
+    Gives the same result as torchvision's paste_masks_in_image (zero-pad the mask by one pixel,
+    enlarge the box to match, truncate it to whole pixels, resize the mask bilinearly to the box and
+    place it with clipping), but for all detections in two gathers instead of one F.interpolate and
+    one copy per detection. Rows and columns are separable, so resizing is an interpolation along
+    x ([D, M', W]) followed by one along y ([D, H, W]).
+    Detections of different images: call with the largest size and crop, or once per image.
+    """
+    im_h, im_w = int(image_size[0]), int(image_size[1])
+    d = masks.shape[0]
+    if d == 0:
+        return masks.new_zeros((0, 1, im_h, im_w))
+    m = masks.shape[-1]
+    padded = F.pad(masks[:, 0], (padding,) * 4)
+    scale = float(m + 2 * padding) / m
+    # expand the box like the mask (torchvision's expand_boxes), then truncate to whole pixels
+    w_half = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
+    h_half = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
+    x_c = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    y_c = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    ibox = torch.stack((x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half), 1).to(torch.int64)
+    size = padded.shape[-1]
+    x0, x1, lx, in_x = _axis_weights(ibox[:, 0], ibox[:, 2], im_w, size)
+    y0, y1, ly, in_y = _axis_weights(ibox[:, 1], ibox[:, 3], im_h, size)
+    padded = padded.to(torch.float32)
+    # along x: [D, M', W]
+    gx0 = padded.gather(2, x0[:, None, :].expand(d, size, im_w))
+    gx1 = padded.gather(2, x1[:, None, :].expand(d, size, im_w))
+    rows = gx0 * (1 - lx)[:, None, :] + gx1 * lx[:, None, :]
+    # along y: [D, H, W]
+    gy0 = rows.gather(1, y0[:, :, None].expand(d, im_h, im_w))
+    gy1 = rows.gather(1, y1[:, :, None].expand(d, im_h, im_w))
+    out = gy0 * (1 - ly)[:, :, None] + gy1 * ly[:, :, None]
+    out = out * (in_y[:, :, None] & in_x[:, None, :])
+    return out[:, None].to(masks.dtype)

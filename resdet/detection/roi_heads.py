@@ -1,0 +1,219 @@
+"""RoI heads of Faster / Mask R-CNN: proposal sampling, the two-FC box head with class-specific
+regression, and the four-conv mask head. Sampling, box targets and mask targets are computed for
+the whole batch at once (padded [N, P] blocks, one roi_align call for all mask targets)."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from .box_ops import BoxCoder, aligned_iou, match_boxes, sample_balanced
+from .poolers import ROIPooler
+from .postprocess import select_detections
+from .structures import GroundTruth
+
+__all__ = ["BoxHead", "BoxPredictor", "MaskHead", "StandardROIHeads"]
+
+
+class BoxHead(nn.Module):
+    """Flatten the pooled RoI features and apply `num_fc` fully connected layers with ReLU."""
+
+    def __init__(self, *, in_channels: int, resolution: int, fc_dim: int = 1024, num_fc: int = 2):
+        super().__init__()
+        dims = [in_channels * resolution * resolution] + [fc_dim] * num_fc
+        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        for fc in self.fcs:  # Detectron2's c2_xavier_fill
+            nn.init.kaiming_uniform_(fc.weight, a=1)
+            nn.init.constant_(fc.bias, 0)
+        self.out_dim = dims[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(1)
+        for fc in self.fcs:
+            x = F.relu(fc(x))
+        return x
+
+
+class BoxPredictor(nn.Module):
+    """Class scores (K + 1, background at index 0) and class-specific box deltas (4 (K + 1))."""
+
+    def __init__(self, *, in_dim: int, num_classes: int):
+        super().__init__()
+        self.cls_score = nn.Linear(in_dim, num_classes + 1)
+        self.bbox_pred = nn.Linear(in_dim, 4 * (num_classes + 1))
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.constant_(self.cls_score.bias, 0)
+        nn.init.constant_(self.bbox_pred.bias, 0)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class MaskHead(nn.Module):
+    """`num_conv` 3x3 convs with ReLU, a 2x transposed conv with ReLU, and per-class 1x1 mask logits
+    (K + 1 channels like torchvision, so its weights load as they are; channel 0 is never used)."""
+
+    def __init__(self, *, in_channels: int, num_classes: int, conv_dim: int = 256, num_conv: int = 4):
+        super().__init__()
+        dims = [in_channels] + [conv_dim] * num_conv
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(dims[:-1], dims[1:]))
+        self.deconv = nn.ConvTranspose2d(dims[-1], conv_dim, 2, stride=2)
+        self.predictor = nn.Conv2d(conv_dim, num_classes + 1, 1)
+        for m in list(self.convs) + [self.deconv]:
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.constant_(m.bias, 0)
+        nn.init.normal_(self.predictor.weight, std=0.001)
+        nn.init.constant_(self.predictor.bias, 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return self.predictor(F.relu(self.deconv(x)))
+
+
+class StandardROIHeads(nn.Module):
+    """Sample RoIs from the proposals (+ ground truth), pool, classify and regress; optionally masks."""
+
+    def __init__(self, *, in_features: Sequence[str], box_pooler: ROIPooler, box_head: BoxHead,
+                 box_predictor: BoxPredictor, num_classes: int, iou_threshold: float = 0.5,
+                 batch_size_per_image: int = 512, positive_fraction: float = 0.25,
+                 bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0), smooth_l1_beta: float = 1.0 / 9,
+                 proposal_append_gt: bool = True, score_thresh: float = 0.05, nms_thresh: float = 0.5,
+                 detections_per_image: int = 100, mask_pooler: Optional[ROIPooler] = None,
+                 mask_head: Optional[MaskHead] = None):
+        super().__init__()
+        self.in_features = list(in_features)
+        self.box_pooler, self.box_head, self.box_predictor = box_pooler, box_head, box_predictor
+        self.mask_pooler, self.mask_head = mask_pooler, mask_head
+        self.num_classes = num_classes
+        self.iou_threshold = iou_threshold
+        self.batch_size_per_image = batch_size_per_image
+        self.positive_fraction = positive_fraction
+        self.box_coder = BoxCoder(bbox_reg_weights)
+        self.smooth_l1_beta = smooth_l1_beta
+        self.proposal_append_gt = proposal_append_gt
+        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
+        self.detections_per_image = detections_per_image
+
+    @property
+    def mask_on(self) -> bool:
+        return self.mask_head is not None
+
+    @classmethod
+    def from_config(cls, cfg, channels: int, strides: Dict[str, int]) -> dict:
+        rh, bh, mh = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD, cfg.MODEL.ROI_MASK_HEAD
+        feats = list(rh.IN_FEATURES)
+        missing = [f for f in feats if f not in strides]
+        if missing:
+            raise ValueError(f"MODEL.ROI_HEADS.IN_FEATURES names {missing}, not among the FPN's outputs {list(strides)}")
+        level_strides = [strides[f] for f in feats]
+
+        def pooler(head, name):
+            if head.POOLER_TYPE not in ("ROIAlign", "ROIAlignV2"):
+                raise ValueError(f"MODEL.{name}.POOLER_TYPE must be 'ROIAlign' or 'ROIAlignV2'; got {head.POOLER_TYPE!r}")
+            return ROIPooler(output_size=head.POOLER_RESOLUTION, strides=level_strides,
+                             sampling_ratio=head.POOLER_SAMPLING_RATIO, aligned=head.POOLER_TYPE == "ROIAlignV2")
+
+        box_head = BoxHead(in_channels=channels, resolution=bh.POOLER_RESOLUTION, fc_dim=bh.FC_DIM, num_fc=bh.NUM_FC)
+        kwargs = dict(
+            in_features=feats, box_pooler=pooler(bh, "ROI_BOX_HEAD"), box_head=box_head,
+            box_predictor=BoxPredictor(in_dim=box_head.out_dim, num_classes=rh.NUM_CLASSES),
+            num_classes=rh.NUM_CLASSES, iou_threshold=rh.IOU_THRESHOLDS[0],
+            batch_size_per_image=rh.BATCH_SIZE_PER_IMAGE, positive_fraction=rh.POSITIVE_FRACTION,
+            bbox_reg_weights=bh.BBOX_REG_WEIGHTS, smooth_l1_beta=bh.SMOOTH_L1_BETA,
+            proposal_append_gt=rh.PROPOSAL_APPEND_GT, score_thresh=rh.SCORE_THRESH_TEST,
+            nms_thresh=rh.NMS_THRESH_TEST, detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+        if cfg.MODEL.MASK_ON:
+            kwargs["mask_pooler"] = pooler(mh, "ROI_MASK_HEAD")
+            kwargs["mask_head"] = MaskHead(in_channels=channels, num_classes=rh.NUM_CLASSES,
+                                           conv_dim=mh.CONV_DIM, num_conv=mh.NUM_CONV)
+        return kwargs
+
+    # ------------------------------------------------------------------ training
+    def _sample(self, proposals: Tensor, valid: Tensor, gt: GroundTruth):
+        """Flat sampled RoIs: (boxes, image index, class label (0 = bg), matched gt index, is_fg)."""
+        if self.proposal_append_gt:
+            proposals = torch.cat([proposals, gt.boxes], 1)
+            valid = torch.cat([valid, gt.valid], 1)
+        iou = aligned_iou(proposals[:, None], gt.boxes[:, :, None])  # [N, G, P]
+        matched, labels = match_boxes(iou, gt.valid, self.iou_threshold, self.iou_threshold, False)
+        labels = labels.masked_fill(~valid, -1)
+        pos, neg = sample_balanced(labels, self.batch_size_per_image, self.positive_fraction)
+        img, idx = (pos | neg).nonzero(as_tuple=True)
+        fg = pos[img, idx]
+        gt_idx = matched[img, idx]
+        cls = torch.where(fg, gt.labels[img, gt_idx], torch.zeros_like(gt_idx))
+        return proposals[img, idx], img, cls, gt_idx, fg
+
+    def _box_loss(self, logits: Tensor, deltas: Tensor, boxes: Tensor, img: Tensor, cls: Tensor,
+                  gt_idx: Tensor, fg: Tensor, gt: GroundTruth) -> Dict[str, Tensor]:
+        loss_cls = F.cross_entropy(logits, cls)
+        rows = fg.nonzero().squeeze(1)
+        targets = self.box_coder.encode(gt.boxes[img[rows], gt_idx[rows]], boxes[rows])
+        pred = deltas.view(deltas.shape[0], -1, 4)[rows, cls[rows]]
+        loss_box = F.smooth_l1_loss(pred, targets.to(pred.dtype), beta=self.smooth_l1_beta,
+                                    reduction="sum") / max(cls.numel(), 1)
+        return {"loss_classifier": loss_cls, "loss_box_reg": loss_box}
+
+    def _mask_targets(self, boxes: Tensor, img: Tensor, gt_idx: Tensor, gt: GroundTruth, size: int) -> Tensor:
+        """Cut each fg RoI's ground-truth mask out with RoIAlign, in one call for the whole batch.
+
+        The masks of all images are stacked into one tensor padded to the largest image by edge
+        replication: inside an image this gives exactly the values of cutting from that image's own
+        mask (roi_align clamps samples at the border to the edge pixel, as the replicated pad does).
+        """
+        masks = [m.to(boxes.device) for m in gt.masks]
+        counts = torch.tensor([m.shape[0] for m in masks], device=boxes.device)
+        first = torch.cumsum(counts, 0) - counts
+        h = max(m.shape[-2] for m in masks)
+        w = max(m.shape[-1] for m in masks)
+        stacked = torch.cat([F.pad(m[:, None].float(), (0, w - m.shape[-1], 0, h - m.shape[-2]), mode="replicate")
+                             if m.shape[0] and (m.shape[-2] != h or m.shape[-1] != w) else m[:, None].float()
+                             for m in masks])
+        rois = torch.cat([(first[img] + gt_idx)[:, None].to(boxes.dtype), boxes], 1)
+        aligned = self.mask_pooler.aligned
+        return roi_align(stacked, rois, (size, size), 1.0, 0, aligned)[:, 0]
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, features: Dict[str, Tensor], proposals: Tensor, valid: Tensor, image_sizes: Tensor,
+                gt: Optional[GroundTruth] = None):
+        feats = [features[f] for f in self.in_features]
+        if self.training:
+            if gt is None:
+                raise ValueError("StandardROIHeads: training needs ground truth")
+            boxes, img, cls, gt_idx, fg = self._sample(proposals, valid, gt)
+            logits, deltas = self.box_predictor(self.box_head(self.box_pooler(feats, boxes, img)))
+            losses = self._box_loss(logits, deltas, boxes, img, cls, gt_idx, fg, gt)
+            if self.mask_on:
+                rows = fg.nonzero().squeeze(1)
+                mask_logits = self.mask_head(self.mask_pooler(feats, boxes[rows], img[rows]))
+                if rows.numel() == 0:
+                    losses["loss_mask"] = mask_logits.sum() * 0
+                else:
+                    m = mask_logits.shape[-1]
+                    targets = self._mask_targets(boxes[rows], img[rows], gt_idx[rows], gt, m)
+                    picked = mask_logits[torch.arange(rows.numel(), device=rows.device), cls[rows]]
+                    losses["loss_mask"] = F.binary_cross_entropy_with_logits(picked, targets.to(picked.dtype))
+            return None, losses
+
+        img, idx = valid.nonzero(as_tuple=True)
+        boxes = proposals[img, idx]
+        logits, deltas = self.box_predictor(self.box_head(self.box_pooler(feats, boxes, img)))
+        det_boxes, scores, labels, det_valid = select_detections(
+            logits, deltas, boxes, img, image_sizes, self.box_coder, self.score_thresh, self.nms_thresh,
+            self.detections_per_image)
+        result = {"boxes": det_boxes, "scores": scores, "labels": labels, "valid": det_valid}
+        if self.mask_on:
+            d_img, d_idx = det_valid.nonzero(as_tuple=True)
+            probs = det_boxes.new_zeros(det_valid.shape + (1,) + (2 * self.mask_pooler.output_size[0],) * 2)
+            if d_img.numel():
+                mask_logits = self.mask_head(self.mask_pooler(feats, det_boxes[d_img, d_idx], d_img))
+                lab = labels[d_img, d_idx]
+                picked = mask_logits[torch.arange(lab.numel(), device=lab.device), lab]
+                probs[d_img, d_idx] = torch.sigmoid(picked)[:, None].to(probs.dtype)
+            result["mask_probs"] = probs  # [N, D, 1, M, M]; pasted into the image by the caller
+        return result, {}

@@ -1,0 +1,138 @@
+"""Region Proposal Network: a shared conv head over the pyramid, anchor matching and sampling for the
+whole batch at once, and per-level top-k + NMS proposal selection (also batched, one NMS call)."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from .anchors import AnchorGenerator
+from .box_ops import BoxCoder, aligned_iou, box_sizes_ok, clip_boxes, match_boxes, sample_balanced
+from .structures import GroundTruth, top_k_per_image
+
+__all__ = ["RPNHead", "RPN"]
+
+
+class RPNHead(nn.Module):
+    """3x3 conv + ReLU, then 1x1 convs for A objectness logits and 4A box deltas, shared by all levels."""
+
+    def __init__(self, *, in_channels: int, num_anchors: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.objectness_logits = nn.Conv2d(in_channels, num_anchors, 1)
+        self.anchor_deltas = nn.Conv2d(in_channels, num_anchors * 4, 1)
+        for m in (self.conv, self.objectness_logits, self.anchor_deltas):
+            nn.init.normal_(m.weight, std=0.01)
+            nn.init.constant_(m.bias, 0)
+
+    def forward(self, features: List[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
+        logits, deltas = [], []
+        for x in features:
+            t = F.relu(self.conv(x))
+            logits.append(self.objectness_logits(t))
+            deltas.append(self.anchor_deltas(t))
+        return logits, deltas
+
+
+class RPN(nn.Module):
+    """Proposals [N, P, 4] (+ a validity mask) from pyramid features; in training also the two losses."""
+
+    def __init__(self, *, in_features: Sequence[str], head: RPNHead, anchor_generator: AnchorGenerator,
+                 iou_thresholds: Sequence[float] = (0.3, 0.7), batch_size_per_image: int = 256,
+                 positive_fraction: float = 0.5, bbox_reg_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+                 smooth_l1_beta: float = 1.0 / 9, pre_nms_topk: Tuple[int, int] = (2000, 1000),
+                 post_nms_topk: Tuple[int, int] = (2000, 1000), nms_thresh: float = 0.7,
+                 min_box_size: float = 1e-3, score_thresh: float = 0.0, loss_weight: float = 1.0):
+        super().__init__()
+        self.in_features = list(in_features)
+        self.head = head
+        self.anchor_generator = anchor_generator
+        self.bg_iou, self.fg_iou = float(iou_thresholds[0]), float(iou_thresholds[1])
+        self.batch_size_per_image = batch_size_per_image
+        self.positive_fraction = positive_fraction
+        self.box_coder = BoxCoder(bbox_reg_weights)
+        self.smooth_l1_beta = smooth_l1_beta
+        self.pre_nms_topk = {True: pre_nms_topk[0], False: pre_nms_topk[1]}
+        self.post_nms_topk = {True: post_nms_topk[0], False: post_nms_topk[1]}
+        self.nms_thresh = nms_thresh
+        self.min_box_size = min_box_size
+        self.score_thresh = score_thresh
+        self.loss_weight = loss_weight
+
+    @classmethod
+    def from_config(cls, cfg, channels: int) -> dict:
+        r, a = cfg.MODEL.RPN, cfg.MODEL.ANCHOR_GENERATOR
+        anchors = AnchorGenerator(sizes=a.SIZES, aspect_ratios=a.ASPECT_RATIOS)
+        if len(set(anchors.num_anchors_per_location)) != 1:
+            raise ValueError("MODEL.ANCHOR_GENERATOR: the shared RPN head needs the same number of anchors "
+                             f"on every level; got {anchors.num_anchors_per_location}")
+        if len(r.IN_FEATURES) != anchors.num_levels:
+            raise ValueError(f"MODEL.RPN.IN_FEATURES has {len(r.IN_FEATURES)} levels but "
+                             f"MODEL.ANCHOR_GENERATOR.SIZES has {anchors.num_levels}")
+        return dict(in_features=r.IN_FEATURES, anchor_generator=anchors,
+                    head=RPNHead(in_channels=channels, num_anchors=anchors.num_anchors_per_location[0]),
+                    iou_thresholds=r.IOU_THRESHOLDS, batch_size_per_image=r.BATCH_SIZE_PER_IMAGE,
+                    positive_fraction=r.POSITIVE_FRACTION, bbox_reg_weights=r.BBOX_REG_WEIGHTS,
+                    smooth_l1_beta=r.SMOOTH_L1_BETA, pre_nms_topk=(r.PRE_NMS_TOPK_TRAIN, r.PRE_NMS_TOPK_TEST),
+                    post_nms_topk=(r.POST_NMS_TOPK_TRAIN, r.POST_NMS_TOPK_TEST), nms_thresh=r.NMS_THRESH,
+                    min_box_size=r.MIN_BOX_SIZE, score_thresh=r.SCORE_THRESH, loss_weight=r.LOSS_WEIGHT)
+
+    def forward(self, features: Dict[str, Tensor], padded_size: Tuple[int, int], image_sizes: Tensor,
+                gt: Optional[GroundTruth] = None) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
+        feats = [features[f] for f in self.in_features]
+        n = feats[0].shape[0]
+        logits, deltas = self.head(feats)
+        anchors = self.anchor_generator(padded_size, [x.shape[-2:] for x in feats])
+        # [N, A, H, W] -> [N, H*W*A]: the (y, x, anchor) order of the anchors
+        logits = [x.permute(0, 2, 3, 1).reshape(n, -1) for x in logits]
+        deltas = [x.view(n, -1, 4, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).reshape(n, -1, 4)
+                  for x in deltas]
+        proposals, valid = self._select_proposals(
+            [x.detach() for x in logits], [x.detach() for x in deltas], anchors, image_sizes)
+        losses = {}
+        if self.training:
+            if gt is None:
+                raise ValueError("RPN: training needs ground truth")
+            losses = self._losses(torch.cat(logits, 1), torch.cat(deltas, 1), torch.cat(anchors, 0), gt)
+        return proposals, valid, losses
+
+    def _select_proposals(self, logits: List[Tensor], deltas: List[Tensor], anchors: List[Tensor],
+                          image_sizes: Tensor) -> Tuple[Tensor, Tensor]:
+        n = logits[0].shape[0]
+        rows = torch.arange(n, device=logits[0].device)[:, None]
+        scores, boxes, levels = [], [], []
+        for lvl, (lg, dl, an) in enumerate(zip(logits, deltas, anchors)):
+            k = min(self.pre_nms_topk[self.training], lg.shape[1])
+            top, idx = lg.topk(k, dim=1)
+            decoded = self.box_coder.decode(dl[rows, idx].reshape(-1, 4), an[idx].reshape(-1, 4))
+            scores.append(top)
+            boxes.append(decoded.view(n, k, 4))
+            levels.append(torch.full_like(idx, lvl))
+        scores = torch.sigmoid(torch.cat(scores, 1))
+        boxes = torch.cat(boxes, 1)
+        levels = torch.cat(levels, 1)
+        boxes = clip_boxes(boxes, image_sizes[:, 0, None].to(boxes.dtype), image_sizes[:, 1, None].to(boxes.dtype))
+        keep = box_sizes_ok(boxes, self.min_box_size) & (scores >= self.score_thresh)
+        img, pos = keep.nonzero(as_tuple=True)
+        flat_boxes, flat_scores = boxes[img, pos], scores[img, pos]
+        # one NMS call for the batch: groups are (image, level), as torchvision's per-image loop does
+        kept = batched_nms(flat_boxes, flat_scores, img * len(anchors) + levels[img, pos], self.nms_thresh)
+        return top_k_per_image(flat_boxes[kept], img[kept], n, self.post_nms_topk[self.training])
+
+    def _losses(self, logits: Tensor, deltas: Tensor, anchors: Tensor, gt: GroundTruth) -> Dict[str, Tensor]:
+        iou = aligned_iou(anchors[None, None], gt.boxes[:, :, None])  # [N, G, A]
+        matched, labels = match_boxes(iou, gt.valid, self.fg_iou, self.bg_iou, allow_low_quality=True)
+        del iou
+        pos, neg = sample_balanced(labels, self.batch_size_per_image, self.positive_fraction)
+        sampled = pos | neg
+        num_sampled = max(int(sampled.sum()), 1)
+        loss_obj = F.binary_cross_entropy_with_logits(logits[sampled], pos[sampled].to(logits.dtype),
+                                                      reduction="sum") / num_sampled
+        img, idx = pos.nonzero(as_tuple=True)
+        targets = self.box_coder.encode(gt.boxes[img, matched[img, idx]], anchors[idx])
+        loss_box = F.smooth_l1_loss(deltas[img, idx], targets.to(deltas.dtype), beta=self.smooth_l1_beta,
+                                    reduction="sum") / num_sampled
+        return {"loss_objectness": loss_obj * self.loss_weight, "loss_rpn_box_reg": loss_box * self.loss_weight}

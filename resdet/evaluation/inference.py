@@ -1,0 +1,76 @@
+"""Run a detection model over a test loader and score it: what tools/eval.py and periodic evaluation do.
+
+Images go to the device in batches; the model returns outputs in the original image frame (the loader
+resized the images and passes `orig_size`), masks pasted included; the evaluator turns them into COCO
+results. The throughput reported counts everything from the batch on the host to the results list
+(transfer, forward, mask pasting, RLE encoding), after `warmup` batches, with the device synchronised.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Dict, Optional
+
+import torch
+from tqdm import tqdm
+
+from resdet.engine.distributed import is_main_process, unwrap_model
+
+from .coco import COCOEvaluator
+
+__all__ = ["inference_on_dataset", "evaluate_detection_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def inference_on_dataset(model, loader, evaluator: COCOEvaluator, device: torch.device, amp: str = "",
+                         warmup: int = 2, progress: bool = True) -> Dict:
+    """Returns the evaluator's metrics plus `inference` timing: images, seconds, images_per_second."""
+    net = unwrap_model(model)
+    was_training = net.training
+    net.eval()
+    evaluator.reset()
+    dtype = {"": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
+    n_images, n_timed, timed = 0, 0, 0.0
+    bar = tqdm(loader, desc="inference", disable=not (progress and is_main_process()), dynamic_ncols=True)
+    for i, (images, targets) in enumerate(bar):
+        _sync(device)
+        start = time.perf_counter()
+        images = [im.to(device, non_blocking=True) for im in images]
+        sizes = [tuple(int(v) for v in t["orig_size"]) for t in targets]
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            outputs = net(images, original_sizes=sizes)
+        outputs = [{k: (v.float() if v.is_floating_point() else v) for k, v in o.items()} for o in outputs]
+        evaluator.process(targets, outputs)
+        _sync(device)
+        n_images += len(images)
+        if i >= warmup:
+            timed += time.perf_counter() - start
+            n_timed += len(images)
+    net.train(was_training)
+    metrics = evaluator.evaluate()
+    ips = n_timed / timed if timed > 0 else float("nan")
+    logger.info("Inference on %d images (this process): %.2f images/s after %d warm-up batches", n_images, ips, warmup)
+    if is_main_process():
+        metrics = dict(metrics)
+        metrics["inference"] = {"images": n_images, "seconds": timed, "images_per_second": ips}
+    return metrics
+
+
+def evaluate_detection_model(cfg, model, device: torch.device, dataset_name: Optional[str] = None,
+                             output_dir: Optional[str] = None) -> Dict:
+    """Score `model` on a registered dataset (default: the first of DATASETS.TEST) with COCOeval."""
+    from resdet.data.loader import build_detection_test_loader
+
+    name = dataset_name or cfg.DATASETS.TEST[0]
+    loader = build_detection_test_loader(cfg, name)
+    iou_types = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+    evaluator = COCOEvaluator(loader.json_file, iou_types, loader.metadata.contiguous_to_dataset_id,
+                              output_dir=output_dir, mask_threshold=cfg.TEST.MASK_THRESHOLD)
+    return inference_on_dataset(model, loader, evaluator, device, amp=cfg.SOLVER.AMP)

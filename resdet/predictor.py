@@ -1,0 +1,120 @@
+"""A small inference API: image (path or HxWx3 RGB uint8 array) in, instances out.
+
+    predictor = DetectionPredictor.from_config(load_config("configs/quickstart_shapes.yaml"),
+                                               weights="output/quickstart/model_final.pth")
+    instances = predictor("image.jpg")        # boxes, scores, labels, masks, class_names (original frame)
+    picture = predictor.draw("image.jpg", instances)   # CHW uint8 with boxes, masks, labels, scores
+
+The image goes through the same test-time resize as evaluation (resdet/data/transforms.py), so the
+predictor sees what eval.py sees; outputs come back in the original image's coordinates.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+__all__ = ["DetectionPredictor", "save_prediction_pictures"]
+
+logger = logging.getLogger(__name__)
+
+
+def _device_for(name: str) -> torch.device:
+    """MODEL.DEVICE, except that inference falls back to the CPU when no GPU is there (with a warning)."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is %r but no GPU is available: running on the CPU", name)
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+class DetectionPredictor:
+    def __init__(self, model: torch.nn.Module, class_names: Sequence[str] = (), min_size: int = 800,
+                 max_size: int = 1333, device: Optional[torch.device] = None, score_threshold: float = 0.5,
+                 mask_threshold: float = 0.5):
+        from resdet.data.transforms import build_augmentation
+
+        self.model = model.eval()
+        self.device = device or next(model.parameters()).device
+        self.model.to(self.device)
+        self.class_names = list(class_names)
+        self.resize = build_augmentation(False, min_size_test=min_size, max_size=max_size)
+        self.score_threshold = score_threshold
+        self.mask_threshold = mask_threshold
+
+    @classmethod
+    def from_config(cls, cfg, weights: str = "", class_names: Optional[Sequence[str]] = None) -> "DetectionPredictor":
+        """Model from the config, weights from `weights` (or MODEL.WEIGHTS), class names from the
+        first test dataset's categories unless given."""
+        from resdet.detection.rcnn import build_detection_model
+        from resdet.engine.checkpoint import Checkpointer
+
+        model = build_detection_model(cfg)
+        path = weights or cfg.MODEL.WEIGHTS
+        if path:
+            Checkpointer("", model).load_model(path, strict=True)
+        else:
+            logger.warning("No weights given (MODEL.WEIGHTS or --weights): the model is untrained")
+        if class_names is None:
+            class_names = _dataset_class_names(cfg)
+        return cls(model, class_names, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
+                   _device_for(cfg.MODEL.DEVICE), cfg.TEST.VIS_SCORE_THRESHOLD, cfg.TEST.MASK_THRESHOLD)
+
+    def _load(self, image: Union[str, np.ndarray]) -> np.ndarray:
+        from resdet.data.coco import read_image
+
+        if isinstance(image, str):
+            return read_image(image)
+        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+            desc = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
+            raise ValueError(f"the predictor takes an image path or an HxWx3 RGB uint8 array; got {desc}")
+        return image
+
+    @torch.no_grad()
+    def __call__(self, image: Union[str, np.ndarray]) -> Dict:
+        """Instances in the original frame: boxes [N,4] xyxy, scores, labels 1..K, masks [N,1,H,W]
+        (probabilities, for Mask R-CNN), and class_names (one per instance)."""
+        pixels = self._load(image)
+        h, w = pixels.shape[:2]
+        resized = self.resize(image=pixels, bboxes=np.zeros((0, 4), np.float32), ann_index=[])["image"]
+        tensor = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().to(self.device)
+        out = self.model([tensor], original_sizes=[(h, w)])[0]
+        out = {k: v.cpu() for k, v in out.items()}
+        names = self.class_names
+        out["class_names"] = [names[l - 1] if 0 < l <= len(names) else str(l) for l in out["labels"].tolist()]
+        return out
+
+    def draw(self, image: Union[str, np.ndarray], instances: Optional[Dict] = None) -> torch.Tensor:
+        from resdet.utils.visualize import draw_instances
+
+        pixels = self._load(image)
+        instances = instances if instances is not None else self(pixels)
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
+        return draw_instances(tensor, {k: v for k, v in instances.items() if k != "class_names"},
+                              self.class_names, self.score_threshold, self.mask_threshold)
+
+
+def _dataset_class_names(cfg) -> List[str]:
+    from resdet.data.catalog import dataset_files, register_from_config
+
+    import json
+
+    register_from_config(cfg)
+    if not cfg.DATASETS.TEST:
+        return []
+    try:
+        with open(dataset_files(cfg.DATASETS.TEST[0])[0], encoding="utf-8") as f:
+            cats = json.load(f)["categories"]
+        return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
+    except (OSError, KeyError, ValueError) as e:
+        logger.warning("Class names unavailable (%s); labels are drawn as numbers", e)
+        return []
+
+
+def save_prediction_pictures(predictor: DetectionPredictor, image_paths: Sequence[str], path: str, nrow: int = 4) -> str:
+    """Predictions on several images drawn side by side into one PNG."""
+    from resdet.utils.visualize import make_grid_image, save_image
+
+    drawn = [predictor.draw(p) for p in image_paths]
+    return save_image(make_grid_image(drawn, nrow=nrow), path)

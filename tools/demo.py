@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Draw a model's detections: images (files or folders) in, pictures with boxes, masks, labels and
+scores out.
+
+    python tools/demo.py --config configs/quickstart_shapes.yaml --weights output/quickstart/model_final.pth \
+        --input datasets/shapes/val_*/images --output output/demo [--score 0.5] [KEY VALUE ...]
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True)
+    p.add_argument("--weights", default="", help="checkpoint (default: MODEL.WEIGHTS)")
+    p.add_argument("--input", nargs="+", required=True, help="image files and/or folders of images")
+    p.add_argument("--output", required=True, help="folder for the drawn pictures")
+    p.add_argument("--score", type=float, default=None, help="draw detections scoring at least this "
+                   "(default TEST.VIS_SCORE_THRESHOLD)")
+    p.add_argument("--limit", type=int, default=0, help="at most this many images (0: all)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return p.parse_args(argv)
+
+
+def list_images(inputs):
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            paths += sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS))
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"--input '{item}' is neither an image file nor a folder")
+    if not paths:
+        raise FileNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {inputs}")
+    return paths
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from tqdm import tqdm
+
+    from resdet.config import load_config
+    from resdet.predictor import DetectionPredictor
+    from resdet.utils.visualize import save_image
+
+    cfg = load_config(args.config, args.opts)
+    predictor = DetectionPredictor.from_config(cfg, weights=args.weights)
+    if args.score is not None:
+        predictor.score_threshold = args.score
+    paths = list_images(args.input)[: args.limit or None]
+    os.makedirs(args.output, exist_ok=True)
+    written = []
+    for path in tqdm(paths, desc="demo"):
+        instances = predictor(path)
+        keep = int((instances["scores"] >= predictor.score_threshold).sum())
+        name = os.path.splitext(os.path.basename(path))[0] + ".png"
+        written.append(save_image(predictor.draw(path, instances), os.path.join(args.output, name)))
+        tqdm.write(f"{path}: {keep} detections >= {predictor.score_threshold}: "
+                   + ", ".join(f"{n} {s:.2f}" for n, s in zip(instances["class_names"], instances["scores"].tolist())
+                               if s >= predictor.score_threshold))
+    print(f"Wrote {len(written)} pictures to {args.output}")
+    return written
+
+
+if __name__ == "__main__":
+    main()

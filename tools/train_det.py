@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""Train a Faster/Mask R-CNN: `python tools/train_det.py CONFIG [--resume] [--eval-only] [KEY VALUE ...]`.
+
+DDP: `torchrun --nproc_per_node N tools/train_det.py CONFIG ...` (add --nnodes/--node_rank/--master_addr
+for several machines). Everything happens in resdet.detection.train.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from resdet.detection.train import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()

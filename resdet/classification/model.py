@@ -7,7 +7,8 @@ carries its own preprocessing.
 
 `export_backbone(model, path, name, variant, shortcut, norm)` writes what `train_det` takes through
 MODEL.BACKBONE.WEIGHTS: the backbone's state dict (torchvision parameter names, the classifier's `fc`
-dropped) with its registry name and options, so a mismatch with the detection config can be reported.
+dropped) under "state_dict", and its registry name and options under "meta" (name, variant, shortcut,
+norm), which `resdet.backbones.weights.load_backbone_weights` checks against the detection config.
 """
 from __future__ import annotations
 
@@ -48,18 +49,11 @@ class ImageClassifier(nn.Module):
         return self.backbone(x)
 
 
-def backbone_kwargs(cfg) -> Dict[str, Any]:
-    """The registry options of MODEL.BACKBONE for a classifier (empty SHORTCUT: the family's default)."""
-    kw: Dict[str, Any] = {"variant": cfg.MODEL.BACKBONE.VARIANT, "norm": cfg.MODEL.BACKBONE.NORM}
-    if cfg.MODEL.BACKBONE.SHORTCUT:
-        kw["shortcut"] = cfg.MODEL.BACKBONE.SHORTCUT
-    return kw
-
-
 def build_classifier(cfg) -> ImageClassifier:
-    """MODEL.BACKBONE.* and MODEL.CLASSIFIER.NUM_CLASSES -> an ImageClassifier (random initialisation)."""
-    backbone = _backbones.build_backbone(cfg.MODEL.BACKBONE.NAME, num_classes=cfg.MODEL.CLASSIFIER.NUM_CLASSES,
-                                         out_features=None, **backbone_kwargs(cfg))
+    """MODEL.BACKBONE.* (registry name, variant, shortcut, norm; MODEL.BACKBONE.WEIGHTS if set) and
+    MODEL.CLASSIFIER.NUM_CLASSES -> an ImageClassifier."""
+    backbone = _backbones.backbone_from_config(cfg, for_detection=False,
+                                               num_classes=cfg.MODEL.CLASSIFIER.NUM_CLASSES)
     return ImageClassifier(backbone, **ImageClassifier.from_config(cfg))
 
 
@@ -84,8 +78,8 @@ def export_backbone(model: nn.Module, path: str, *, name: str, variant: str, sho
     model = getattr(model, "_orig_mod", model)  # torch.compile
     backbone = model.backbone if isinstance(model, ImageClassifier) else model
     state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items() if not k.startswith("fc.")}
-    _atomic_torch_save({"format": BACKBONE_EXPORT_FORMAT, "name": name, "variant": variant,
-                        "shortcut": shortcut, "norm": norm, "state_dict": state, **(extra or {})}, path)
+    meta = {"name": name, "variant": variant, "shortcut": shortcut, "norm": norm, **(extra or {})}
+    _atomic_torch_save({"format": BACKBONE_EXPORT_FORMAT, "meta": meta, "state_dict": state}, path)
     return path
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision.datasets import ImageFolder
-from torchvision.io import ImageReadMode, decode_image
 
 __all__ = [
     "MissingDatasetError", "CorruptImageError", "resolve_dataset_root", "dataset_format",
@@ -139,25 +139,28 @@ def load_cifar10_python(root: str, train: bool) -> Tuple[torch.Tensor, torch.Ten
 def decode_image_folder(dataset: ImageFolderDataset) -> Tuple[torch.Tensor, torch.Tensor]:
     """Decode every image of a fixed-size image-folder dataset into uint8 [N, 3, H, W] and labels [N].
 
-    torchvision.io decodes straight into a tensor (no PIL round trip). All images must have the size of
-    the first one; the first that does not, or that cannot be decoded, is reported by path.
+    PIL decodes (torchvision.io's decoders are deprecated as of torchvision 0.29). All images must have
+    the size of the first one; the first that does not, or that cannot be decoded, is reported by path.
     """
-    first = None
-    out = None
-    for i, (path, _) in enumerate(dataset.samples):
-        try:
-            img = decode_image(path, mode=ImageReadMode.RGB)
-        except Exception as e:
-            raise CorruptImageError(f"Cannot read image '{path}': {type(e).__name__}: {e}") from e
-        if out is None:
-            first = path
-            out = torch.empty((len(dataset.samples),) + tuple(img.shape), dtype=torch.uint8)
-        elif img.shape != out.shape[1:]:
-            raise ValueError(
-                f"In-memory datasets need images of one size: '{path}' is {tuple(img.shape[1:])}, "
-                f"'{first}' is {tuple(out.shape[2:])}. Use CLS.DATA.IN_MEMORY False for this dataset."
-            )
-        out[i] = img
+    paths = [p for p, _ in dataset.samples]
+    if not paths:
+        raise MissingDatasetError(f"No images in '{dataset.root}'. " + PREPARE_HINT)
+
+    def load(path: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(read_image_rgb(path))).permute(2, 0, 1)
+
+    first = load(paths[0])
+    out = torch.empty((len(paths),) + tuple(first.shape), dtype=torch.uint8)
+    # PIL releases the GIL while decoding, so threads decode in parallel without worker processes.
+    workers = max(1, min(8, (os.cpu_count() or 1)))
+    with ThreadPoolExecutor(workers) as pool:
+        for i, (path, img) in enumerate(zip(paths, pool.map(load, paths, chunksize=256))):
+            if img.shape != first.shape:
+                raise ValueError(
+                    f"In-memory datasets need images of one size: '{path}' is {tuple(img.shape[1:])}, "
+                    f"'{paths[0]}' is {tuple(first.shape[1:])}. Use CLS.DATA.IN_MEMORY False for this dataset."
+                )
+            out[i] = img
     return out, torch.as_tensor(dataset.targets, dtype=torch.int64)
 
 

@@ -121,3 +121,9 @@ def test_trainer_input_checks():
         trainer.train()
     with pytest.raises(ValueError, match="TEST.EVAL_PERIOD must be >= 0"):
         EvalHook(-1, dict)
+
+
+def test_finite_loader_running_out_is_a_clear_error():
+    _, _, trainer = _plain_trainer(loss_fn, max_iter=20)  # 40 samples / batch 4 = 10 batches
+    with pytest.raises(RuntimeError, match="data loader ran out at iteration 10 \\(max_iter=20\\)"):
+        trainer.train()

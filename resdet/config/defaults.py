@@ -143,6 +143,13 @@ _C.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "ROIAlignV2"
 # ---------------------------------------------------------------------------- #
 # Classification model keys (head, loss): resdet/classification adds them here.
 # ---------------------------------------------------------------------------- #
+_C.MODEL.CLASSIFIER = CN()
+# Number of classes of the classifier's fc layer; must equal the number of classes the training data
+# has (1000 for ImageNet, 10 for CIFAR-10): a mismatch is an error naming both.
+_C.MODEL.CLASSIFIER.NUM_CLASSES = 1000
+# Label smoothing of the cross-entropy loss (timm's LabelSmoothingCrossEntropy); 0.0 is the paper's
+# plain cross-entropy. With mixup/cutmix the smoothing is folded into timm's soft targets instead.
+_C.MODEL.CLASSIFIER.LABEL_SMOOTHING = 0.0
 
 
 
@@ -265,6 +272,77 @@ _C.TEST.VIS_SCORE_THRESHOLD = 0.5
 # ----------------------------------------------------------------------------------------------------
 # Classification data and recipe keys (CLS: dataset root, augmentation, mixup, EMA, ...) go here.
 # ----------------------------------------------------------------------------------------------------
+_C.CLS = CN()
+_C.CLS.DATA = CN()
+# Dataset name; with ROOT empty the data is looked for in $RESDET_DATASETS/<NAME> (default
+# ./datasets/<NAME>). See datasets/README.md for how to prepare ImageNet and CIFAR-10.
+_C.CLS.DATA.NAME = "imagenet"
+# Dataset directory; "" derives it from NAME as above.
+_C.CLS.DATA.ROOT = ""
+# "folder": an image-folder tree (<root>/<split>/<class>/<image>); "cifar-python": CIFAR-10's python
+# batches (<root>/cifar-10-batches-py/ or <root> itself); "auto": python batches if present, else folder.
+_C.CLS.DATA.FORMAT = "auto"
+# Sub-folders of an image-folder tree used for training and for testing (ignored for python batches).
+_C.CLS.DATA.TRAIN_SPLIT = "train"
+_C.CLS.DATA.TEST_SPLIT = "val"
+# Decode the whole dataset once into a uint8 tensor kept on MODEL.DEVICE and augment batches there
+# (pad-crop-flip only); for small fixed-size datasets such as CIFAR. False streams images from disk
+# through DataLoader workers with the transforms of CLS.INPUT.
+_C.CLS.DATA.IN_MEMORY = False
+# Hold this many training images out as a validation set (the paper's 45k/5k CIFAR split: 5000); they
+# are drawn with a fixed seed, removed from training, and evaluated as "val" besides the test split.
+_C.CLS.DATA.HOLDOUT = 0
+# Use only the first N images (after a fixed-seed shuffle) of the training / test set; 0 uses all.
+# For quick experiments and tests.
+_C.CLS.DATA.TRAIN_LIMIT = 0
+_C.CLS.DATA.TEST_LIMIT = 0
+
+_C.CLS.INPUT = CN()
+# Training augmentation: "pad_crop_flip" (the paper's CIFAR recipe: pad, random crop, flip),
+# "scale" (the paper's ImageNet recipe: shorter side drawn from TRAIN_SHORT_SIDE, random crop, flip),
+# "rrc" (torchvision/timm's RandomResizedCrop + flip).
+_C.CLS.INPUT.TRAIN_AUG = "scale"
+# Side of the square training and test crops (224 ImageNet, 32 CIFAR).
+_C.CLS.INPUT.CROP_SIZE = 224
+# The shorter side is resized to a random integer in [low, high] for "scale" augmentation.
+_C.CLS.INPUT.TRAIN_SHORT_SIDE = (256, 480)
+# For testing, the shorter side is resized to this before the centre (or ten) crops; 0 keeps the image
+# as it is (CIFAR: "test on the original image").
+_C.CLS.INPUT.TEST_SHORT_SIDE = 256
+# Pixels of padding on each side for "pad_crop_flip" (the paper: 4). The padding is zero after
+# normalisation (padded pixels take MODEL.PIXEL_MEAN).
+_C.CLS.INPUT.PAD = 4
+# Random horizontal flip in training.
+_C.CLS.INPUT.HFLIP = True
+# Colour augmentation for image-folder training: "pca" (AlexNet's PCA lighting noise, which the paper
+# uses), "jitter" (torchvision ColorJitter with strength COLOR_JITTER), "" none.
+_C.CLS.INPUT.COLOR_AUG = "pca"
+# PCA lighting noise standard deviation (AlexNet: 0.1) / ColorJitter strength.
+_C.CLS.INPUT.PCA_STD = 0.1
+_C.CLS.INPUT.COLOR_JITTER = 0.4
+# timm RandAugment policy string, e.g. "rand-m9-mstd0.5-inc1"; "" disables it.
+_C.CLS.INPUT.RANDAUGMENT = ""
+# timm Mixup / CutMix: alpha 0 disables each; PROB is the chance a batch is mixed; SWITCH_PROB the
+# chance of cutmix rather than mixup when both are on. Needs an even per-process batch size.
+_C.CLS.INPUT.MIXUP_ALPHA = 0.0
+_C.CLS.INPUT.CUTMIX_ALPHA = 0.0
+_C.CLS.INPUT.MIXUP_PROB = 1.0
+_C.CLS.INPUT.MIXUP_SWITCH_PROB = 0.5
+
+# Exponential moving average of the weights (timm's ModelEmaV3); evaluated besides the raw model.
+_C.CLS.EMA = CN()
+_C.CLS.EMA.ENABLED = False
+_C.CLS.EMA.DECAY = 0.9998
+
+_C.CLS.TEST = CN()
+# Images per process per evaluation batch.
+_C.CLS.TEST.BATCH_SIZE = 256
+# Ten-crop testing (four corners and centre, and their mirrors; softmax averaged: the paper's Table 3)
+# instead of the single centre crop.
+_C.CLS.TEST.TEN_CROP = False
+# At each evaluation also measure the error on this many (unaugmented) training images, so training
+# and test error can be plotted together (the paper's CIFAR figure); 0 skips it.
+_C.CLS.TEST.TRAIN_SUBSET = 10000
 
 
 

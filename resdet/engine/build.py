@@ -29,7 +29,7 @@ from torch import nn
 from ..config.config import save_config
 from ..utils.env import get_device, seed_all, set_deterministic
 from .checkpoint import Checkpointer
-from .distributed import broadcast_object, get_local_rank, get_rank, get_world_size, init_distributed, wrap_model
+from .distributed import broadcast_object, get_rank, get_world_size, init_distributed, wrap_model
 from .hooks import EvalHook, MetricsLogger, PeriodicCheckpointer, ProgressHook
 from .logging import MetricWriter, setup_logger
 from .schedules import build_lr_scheduler, build_optimizer
@@ -48,11 +48,11 @@ def default_setup(cfg, distributed: bool = True) -> Tuple[Any, torch.device]:
     config (and config.yaml). Each process seeds with SEED + rank, so data augmentation differs
     between processes while the run stays reproducible; DDP copies rank 0's initial weights anyway.
     """
-    device_name = cfg.MODEL.DEVICE
+    # The device is checked first, so that "cuda" without a GPU fails with a clear message.
+    device = get_device(cfg.MODEL.DEVICE, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     if distributed:
-        init_distributed(device_type=torch.device(device_name).type)
+        init_distributed(device_type=device.type)
     rank = get_rank()
-    device = get_device(device_name, local_rank=get_local_rank())
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     log = setup_logger(cfg.OUTPUT_DIR, rank=rank)
     seed = broadcast_object(seed_all(cfg.SEED) if rank == 0 else None)

@@ -6,8 +6,9 @@
 
 `metrics.jsonl` holds one JSON object per line, each with "iteration" and the scalars written at that
 iteration (`{"iteration": 100, "total_loss": 0.53, "lr": 0.1}`); evaluation results are lines of their
-own. On resume (start_iter > 0) lines from the interrupted run at or after start_iter are dropped, and
+own. On resume (start_iter > 0) lines the interrupted run wrote after start_iter are dropped, and
 TensorBoard purges its events from there, so a resumed run's files read like an uninterrupted run's.
+(A line at iteration N describes the first N steps, which the checkpoint at N includes, so it stays.)
 """
 from __future__ import annotations
 
@@ -88,24 +89,27 @@ def read_metrics(path: str) -> list:
 class MetricWriter:
     """Scalars to `<output_dir>/metrics.jsonl` and TensorBoard events (main process only)."""
 
-    def __init__(self, output_dir: str, start_iter: int = 0, tensorboard: bool = True, enabled: Optional[bool] = None):
+    def __init__(self, output_dir: str, start_iter: int = 0, tensorboard: bool = True, enabled: Optional[bool] = None,
+                 truncate: bool = True):
+        """`truncate`: drop lines after start_iter left by an earlier run in the same folder (all of them
+        for a fresh run). Pass False to only append (e.g. an --eval-only run adding its results)."""
         self.enabled = is_main_process() if enabled is None else enabled
         self.path = os.path.join(output_dir, "metrics.jsonl")
         self._tb = None
         if not self.enabled:
             return
         os.makedirs(output_dir, exist_ok=True)
-        if start_iter > 0 and os.path.isfile(self.path):
+        if truncate and os.path.isfile(self.path):
             self._truncate(start_iter)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            # purge_step drops events at/after start_iter left by an interrupted run.
-            self._tb = SummaryWriter(log_dir=output_dir, purge_step=start_iter if start_iter > 0 else None)
+            # purge_step drops the events after start_iter that an interrupted run left behind.
+            self._tb = SummaryWriter(log_dir=output_dir, purge_step=start_iter + 1 if start_iter > 0 else None)
         self._file = open(self.path, "a", encoding="utf-8")
 
     def _truncate(self, start_iter: int) -> None:
-        kept = [r for r in read_metrics(self.path) if r.get("iteration", 0) < start_iter]
+        kept = [r for r in read_metrics(self.path) if r.get("iteration", 0) <= start_iter]
         atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), self.path)
 
     def write(self, iteration: int, **scalars: Any) -> None:

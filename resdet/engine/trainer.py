@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
@@ -181,7 +182,13 @@ class Trainer:
 
     def run_step(self) -> None:
         start = time.perf_counter()
-        batch = next(self._data_iter)
+        try:
+            batch = next(self._data_iter)
+        except StopIteration:
+            raise RuntimeError(
+                f"The data loader ran out at iteration {self.iter} (max_iter={self.max_iter}); training needs an "
+                "endless one, e.g. a DataLoader over resdet.data.samplers.InfiniteSampler"
+            ) from None
         data_time = time.perf_counter() - start
         batch = move_to_device(batch, self.device, self.channels_last)
 
@@ -202,17 +209,26 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
         lr = self.optimizer.param_groups[0]["lr"]
         if self.grad_scaler is not None:
-            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
             self.grad_scaler.update()
         else:
             self.optimizer.step()
         if self.scheduler is not None:
-            self.scheduler.step()
+            with warnings.catch_warnings():
+                # After a step the GradScaler skipped, torch warns that the scheduler steps "before
+                # optimizer.step()"; the schedule counts iterations, so that is intended.
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                self.scheduler.step()
 
         # One device->host copy for all losses (a single sync per step), after the step has been queued
         # so the GPU is never idle waiting for it. A non-finite loss stops training here.
         names = list(loss_dict)
-        values = torch.stack([loss_dict[k].detach().float().reshape(()) for k in names]).cpu().tolist()
+        scalars = [loss_dict[k].detach().float().reshape(()) for k in names]
+        if grad_norm is not None:
+            scalars.append(grad_norm.detach().float().reshape(()))
+        values = torch.stack(scalars).cpu().tolist()
+        if grad_norm is not None:
+            grad_norm = values.pop()
         losses = dict(zip(names, values))
         bad = {k: v for k, v in losses.items() if v != v or v in (float("inf"), float("-inf"))}
         if bad:
@@ -229,4 +245,4 @@ class Trainer:
             "time": time.perf_counter() - start,
         }
         if grad_norm is not None:
-            self.step_metrics["grad_norm"] = float(grad_norm)
+            self.step_metrics["grad_norm"] = grad_norm

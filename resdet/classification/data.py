@@ -1,0 +1,197 @@
+"""Config -> classification training batches and evaluation sets.
+
+Two paths, picked by CLS.DATA.IN_MEMORY:
+- in memory (CIFAR): the dataset is decoded once into uint8 tensors on MODEL.DEVICE; training batches
+  are gathered and pad-crop-flipped there (`resdet.data.folders.DeviceBatches`); evaluation slices the
+  tensors. No worker processes, no host-to-device copies per step.
+- streaming (ImageNet-sized): an ImageFolderDataset with per-image transforms in DataLoader workers.
+
+Both draw training indices from the engine's InfiniteSampler started at `start_iter * global batch`, so a
+resumed run continues with the same data order, and N processes see what one process with the N-times
+batch would see.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Tuple
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from torchvision.transforms.v2 import functional as TF
+
+from resdet.data.folders import (ImageFolderDataset, MissingDatasetError, DeviceBatches, dataset_format,
+                                 decode_image_folder, iterate_in_order, load_cifar10_python,
+                                 resolve_dataset_root, split_holdout, _cifar_dir)
+from resdet.data.samplers import InfiniteSampler
+
+from .ten_crop import ten_crop
+from .transforms import transforms_from_config
+
+__all__ = ["ClassificationData", "build_classification_data"]
+
+Batches = Iterable[Tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class ClassificationData:
+    """What training needs from the data: batches from a given iteration on, and named evaluation sets."""
+
+    num_classes: int
+    class_names: List[str]
+    num_train: int
+    train_batches: Callable[[int], Batches]            # start_iter -> endless (images, labels)
+    eval_sets: Dict[str, Callable[[], Batches]] = field(default_factory=dict)  # name -> one pass
+
+
+def _fixed_subset(n: int, limit: int) -> torch.Tensor:
+    """The first `limit` of a fixed-seed permutation of range(n) (sorted), or all of it."""
+    if limit <= 0 or limit >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(1))[:limit].sort().values
+
+
+def _cifar_class_names(root: str) -> List[str]:
+    meta = os.path.join(_cifar_dir(root) or root, "batches.meta")
+    try:
+        with open(meta, "rb") as f:
+            return [n.decode() if isinstance(n, bytes) else n for n in pickle.load(f, encoding="bytes")[b"label_names"]]
+    except (OSError, KeyError, pickle.UnpicklingError):
+        return [str(i) for i in range(10)]
+
+
+def _check_classes(cfg, n: int, where: str) -> None:
+    if n != cfg.MODEL.CLASSIFIER.NUM_CLASSES:
+        raise ValueError(f"The data at '{where}' has {n} classes but MODEL.CLASSIFIER.NUM_CLASSES is "
+                         f"{cfg.MODEL.CLASSIFIER.NUM_CLASSES}; set it to {n}")
+
+
+def _per_rank_batch(cfg, world_size: int) -> int:
+    total = cfg.SOLVER.IMS_PER_BATCH
+    if total % world_size:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH={total} must be divisible by the number of processes ({world_size})")
+    return total // world_size
+
+
+def build_classification_data(cfg, device: torch.device, rank: int = 0, world_size: int = 1) -> ClassificationData:
+    root = resolve_dataset_root(cfg.CLS.DATA.NAME, cfg.CLS.DATA.ROOT)
+    if not os.path.isdir(root):
+        raise MissingDatasetError(
+            f"Dataset '{cfg.CLS.DATA.NAME}' not found: '{root}' does not exist (from CLS.DATA.ROOT, or "
+            f"$RESDET_DATASETS/<CLS.DATA.NAME>). See datasets/README.md for how to prepare it."
+        )
+    if cfg.CLS.DATA.IN_MEMORY:
+        return _in_memory(cfg, root, device, rank, world_size)
+    return _streaming(cfg, root, device, rank, world_size)
+
+
+def _in_memory(cfg, root: str, device, rank: int, world_size: int) -> ClassificationData:
+    if cfg.CLS.INPUT.TRAIN_AUG != "pad_crop_flip":
+        raise ValueError("CLS.DATA.IN_MEMORY supports CLS.INPUT.TRAIN_AUG 'pad_crop_flip' only; "
+                         f"got {cfg.CLS.INPUT.TRAIN_AUG!r} (use IN_MEMORY False for per-image transforms)")
+    if dataset_format(root, cfg.CLS.DATA.FORMAT) == "cifar-python":
+        train_x, train_y = load_cifar10_python(root, train=True)
+        test_x, test_y = load_cifar10_python(root, train=False)
+        names = _cifar_class_names(root)
+    else:
+        train_ds = ImageFolderDataset(root, cfg.CLS.DATA.TRAIN_SPLIT)
+        test_ds = ImageFolderDataset(root, cfg.CLS.DATA.TEST_SPLIT)
+        if train_ds.classes != test_ds.classes:
+            raise ValueError(f"Class folders differ between '{train_ds.root}' and '{test_ds.root}'")
+        train_x, train_y = decode_image_folder(train_ds)
+        test_x, test_y = decode_image_folder(test_ds)
+        names = train_ds.classes
+    _check_classes(cfg, len(names), root)
+
+    sets: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
+    if cfg.CLS.DATA.HOLDOUT:
+        keep, held = split_holdout(len(train_y), cfg.CLS.DATA.HOLDOUT)
+        sets["val"] = (train_x[held], train_y[held])
+        train_x, train_y = train_x[keep], train_y[keep]
+    keep = _fixed_subset(len(train_y), cfg.CLS.DATA.TRAIN_LIMIT)
+    train_x, train_y = train_x[keep].to(device), train_y[keep].to(device)
+    keep = _fixed_subset(len(test_y), cfg.CLS.DATA.TEST_LIMIT)
+    sets["test"] = (test_x[keep], test_y[keep])
+    if cfg.CLS.TEST.TRAIN_SUBSET:
+        sub = _fixed_subset(len(train_y), cfg.CLS.TEST.TRAIN_SUBSET).to(device)
+        sets["train"] = (train_x[sub], train_y[sub])  # unaugmented, evaluated like the test set
+    sets = {k: (x.to(device), y.to(device)) for k, (x, y) in sets.items()}
+
+    batch = _per_rank_batch(cfg, world_size)
+    crop = cfg.CLS.INPUT.CROP_SIZE
+
+    def train_batches(start_iter: int) -> Batches:
+        sampler = InfiniteSampler(len(train_y), shuffle=True, seed=cfg.SEED, rank=rank, world_size=world_size,
+                                  start=start_iter * cfg.SOLVER.IMS_PER_BATCH)
+        return DeviceBatches(train_x, train_y, batch, sampler, pad=cfg.CLS.INPUT.PAD, crop=crop,
+                             hflip=cfg.CLS.INPUT.HFLIP, pad_value=cfg.MODEL.PIXEL_MEAN, seed=cfg.SEED,
+                             start_iter=start_iter, rank=rank, world_size=world_size)
+
+    def eval_pass(x: torch.Tensor, y: torch.Tensor) -> Callable[[], Batches]:
+        def run():
+            for images, labels in iterate_in_order(x, y, cfg.CLS.TEST.BATCH_SIZE, rank, world_size):
+                if cfg.CLS.TEST.TEN_CROP:
+                    images = ten_crop(images, crop)
+                elif images.shape[-1] != crop or images.shape[-2] != crop:
+                    images = TF.center_crop(images, [crop, crop])
+                yield images, labels
+        return run
+
+    return ClassificationData(len(names), list(names), len(train_y), train_batches,
+                              {k: eval_pass(x, y) for k, (x, y) in sets.items()})
+
+
+def _worker_seeder(seed: int, start_iter: int, rank: int):
+    # Augmentation randomness in workers depends on (seed, start iteration, rank, worker) only, so a
+    # run is repeatable; a resumed run draws fresh (not identical) augmentations for its remaining steps.
+    def init(worker_id: int) -> None:
+        s = (seed * 1_000_003 + start_iter * 1009 + rank * 101 + worker_id) % (2**32)
+        torch.manual_seed(s)
+        import random
+
+        import numpy as np
+
+        random.seed(s)
+        np.random.seed(s)
+    return init
+
+
+def _streaming(cfg, root: str, device, rank: int, world_size: int) -> ClassificationData:
+    train_ds = ImageFolderDataset(root, cfg.CLS.DATA.TRAIN_SPLIT, transforms_from_config(cfg, train=True))
+    test_ds = ImageFolderDataset(root, cfg.CLS.DATA.TEST_SPLIT, transforms_from_config(cfg, train=False))
+    if train_ds.classes != test_ds.classes:
+        raise ValueError(f"Class folders differ between '{train_ds.root}' and '{test_ds.root}'")
+    _check_classes(cfg, len(train_ds.classes), root)
+    train_eval_ds = ImageFolderDataset(root, cfg.CLS.DATA.TRAIN_SPLIT, transforms_from_config(cfg, train=False))
+
+    train_idx = torch.arange(len(train_ds))
+    sets = {}
+    if cfg.CLS.DATA.HOLDOUT:
+        train_idx, held = split_holdout(len(train_ds), cfg.CLS.DATA.HOLDOUT)
+        sets["val"] = Subset(train_eval_ds, held.tolist())
+    train_idx = train_idx[_fixed_subset(len(train_idx), cfg.CLS.DATA.TRAIN_LIMIT)]
+    sets["test"] = Subset(test_ds, _fixed_subset(len(test_ds), cfg.CLS.DATA.TEST_LIMIT).tolist())
+    if cfg.CLS.TEST.TRAIN_SUBSET:
+        sub = train_idx[_fixed_subset(len(train_idx), cfg.CLS.TEST.TRAIN_SUBSET)]
+        sets["train"] = Subset(train_eval_ds, sub.tolist())
+    train_subset = Subset(train_ds, train_idx.tolist())
+
+    batch = _per_rank_batch(cfg, world_size)
+    workers = cfg.DATALOADER.NUM_WORKERS
+    pin = device.type == "cuda"
+
+    def train_batches(start_iter: int) -> Batches:
+        sampler = InfiniteSampler(len(train_subset), shuffle=True, seed=cfg.SEED, rank=rank,
+                                  world_size=world_size, start=start_iter * cfg.SOLVER.IMS_PER_BATCH)
+        return iter(DataLoader(train_subset, batch_size=batch, sampler=sampler, num_workers=workers,
+                               pin_memory=pin, drop_last=True, persistent_workers=False,
+                               worker_init_fn=_worker_seeder(cfg.SEED, start_iter, rank)))
+
+    def eval_pass(ds) -> Callable[[], Batches]:
+        shard = list(range(rank, len(ds), world_size))
+        return lambda: DataLoader(Subset(ds, shard), batch_size=cfg.CLS.TEST.BATCH_SIZE, shuffle=False,
+                                  num_workers=workers, pin_memory=pin)
+
+    return ClassificationData(len(train_ds.classes), list(train_ds.classes), len(train_subset), train_batches,
+                              {k: eval_pass(ds) for k, ds in sets.items()})

@@ -1,0 +1,96 @@
+"""An image classifier: input normalisation + a registry backbone built as a classifier (logits).
+
+`ImageClassifier(backbone, pixel_mean, pixel_std)` takes images as float or uint8 [N, 3, H, W] in the
+0-255 range (RGB) and returns logits [N, num_classes]. Normalising inside the model means every data
+path (on-device CIFAR, DataLoader workers, ten-crop) feeds the same raw pixels, and an exported model
+carries its own preprocessing.
+
+`export_backbone(model, path, name, variant, shortcut, norm)` writes what `train_det` takes through
+MODEL.BACKBONE.WEIGHTS: the backbone's state dict (torchvision parameter names, the classifier's `fc`
+dropped) under "state_dict", and its registry name and options under "meta" (name, variant, shortcut,
+norm), which `resdet.backbones.weights.load_backbone_weights` checks against the detection config.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+from torch import nn
+
+from resdet import backbones as _backbones
+
+__all__ = ["ImageClassifier", "build_classifier", "export_backbone", "load_backbone_export",
+           "BACKBONE_EXPORT_FORMAT"]
+
+BACKBONE_EXPORT_FORMAT = "resdet-backbone-v1"
+
+
+class ImageClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, *, pixel_mean: Sequence[float], pixel_std: Sequence[float]):
+        super().__init__()
+        if len(pixel_mean) != len(pixel_std):
+            raise ValueError(f"pixel_mean {list(pixel_mean)} and pixel_std {list(pixel_std)} differ in length")
+        self.backbone = backbone
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict[str, Any]:
+        return {"pixel_mean": list(cfg.MODEL.PIXEL_MEAN), "pixel_std": list(cfg.MODEL.PIXEL_STD)}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or images.shape[1] != self.pixel_mean.shape[1]:
+            raise ValueError(f"ImageClassifier expects images [N, {self.pixel_mean.shape[1]}, H, W]; "
+                             f"got shape {tuple(images.shape)}")
+        x = (images.float() - self.pixel_mean) / self.pixel_std
+        if images.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)  # keep the layout the trainer chose
+        return self.backbone(x)
+
+
+def build_classifier(cfg) -> ImageClassifier:
+    """MODEL.BACKBONE.* (registry name, variant, shortcut, norm; MODEL.BACKBONE.WEIGHTS if set) and
+    MODEL.CLASSIFIER.NUM_CLASSES -> an ImageClassifier."""
+    backbone = _backbones.backbone_from_config(cfg, for_detection=False,
+                                               num_classes=cfg.MODEL.CLASSIFIER.NUM_CLASSES)
+    return ImageClassifier(backbone, **ImageClassifier.from_config(cfg))
+
+
+def _atomic_torch_save(obj: Any, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def export_backbone(model: nn.Module, path: str, *, name: str, variant: str, shortcut: str, norm: str,
+                    extra: Optional[Dict[str, Any]] = None) -> str:
+    """Write the backbone's weights (without the classifier's fc) and its registry options, atomically."""
+    model = getattr(model, "module", model)  # DDP
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    backbone = model.backbone if isinstance(model, ImageClassifier) else model
+    state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items() if not k.startswith("fc.")}
+    meta = {"name": name, "variant": variant, "shortcut": shortcut, "norm": norm, **(extra or {})}
+    _atomic_torch_save({"format": BACKBONE_EXPORT_FORMAT, "meta": meta, "state_dict": state}, path)
+    return path
+
+
+def load_backbone_export(path: str) -> Dict[str, Any]:
+    """Read an `export_backbone` file, checking its format; errors name the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Backbone weights file '{path}' does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"Cannot read backbone weights '{path}': {type(e).__name__}: {e}") from e
+    if not isinstance(obj, dict) or obj.get("format") != BACKBONE_EXPORT_FORMAT:
+        raise ValueError(f"'{path}' is not a resdet backbone export (expected format {BACKBONE_EXPORT_FORMAT!r})")
+    return obj

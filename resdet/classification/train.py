@@ -1,0 +1,223 @@
+"""Classification training and evaluation on the engine: config in, checkpoints, metrics and a backbone out.
+
+    results = train_classifier(cfg, resume=False)     # tools/train_cls.py CONFIG [--resume] [KEY VALUE ...]
+    results = evaluate_only(cfg, weights)             # tools/train_cls.py CONFIG --eval-only MODEL.WEIGHTS X
+
+Everything stateful lives in the engine (Trainer, Checkpointer, hooks, MetricWriter); this module only
+connects the classification pieces to it: the data (resdet.classification.data), the model
+(ImageClassifier), the loss (cross-entropy, or timm's label smoothing / mixup-cutmix soft targets), timm's
+weight EMA as a hook, and an evaluation that reports top-1/top-5 error on the test split, on the
+held-out split if any, and on a fixed subset of the (unaugmented) training images.
+
+The training data position is not stored separately: batches for step t depend only on (SEED, t), so
+resuming at the checkpoint's iteration continues with the same data, and the Trainer restores the RNG
+states for whatever else draws random numbers (mixup, dropout-free models draw none).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Callable, Dict, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from resdet.config import save_config
+from resdet.engine.checkpoint import Checkpointer, atomic_write_text
+from resdet.engine.distributed import (get_local_rank, get_rank, get_world_size, is_distributed,
+                                       is_main_process, synchronize, unwrap_model, wrap_model)
+from resdet.engine.hooks import EvalHook, MetricsLogger, PeriodicCheckpointer, ProgressHook
+from resdet.engine.logging import MetricWriter, setup_logger
+from resdet.engine.schedules import build_lr_scheduler, build_optimizer
+from resdet.engine.trainer import HookBase, Trainer
+from resdet.evaluation.classification import ClassificationEvaluator
+from resdet.utils.env import get_device, seed_all, set_deterministic
+
+from .data import ClassificationData, build_classification_data
+from .model import build_classifier, export_backbone
+from .ten_crop import predict
+
+__all__ = ["ClassificationLoss", "EMAHook", "evaluate_classifier", "train_classifier", "evaluate_only"]
+
+logger = logging.getLogger(__name__)
+
+_AMP = {"": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class ClassificationLoss:
+    """`loss_fn(model, (images, labels)) -> {"loss_cls": ...}` for the engine's Trainer.
+
+    Plain cross-entropy (the paper); timm's LabelSmoothingCrossEntropy with smoothing > 0; with timm's
+    Mixup/CutMix, the batch is mixed on the device and the loss is timm's SoftTargetCrossEntropy (the
+    smoothing then goes into the soft targets).
+    """
+
+    def __init__(self, num_classes: int, *, label_smoothing: float = 0.0, mixup_alpha: float = 0.0,
+                 cutmix_alpha: float = 0.0, mixup_prob: float = 1.0, switch_prob: float = 0.5):
+        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+        self.mixup = None
+        if mixup_alpha > 0 or cutmix_alpha > 0:
+            from timm.data import Mixup
+
+            self.mixup = Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=mixup_prob,
+                               switch_prob=switch_prob, label_smoothing=label_smoothing, num_classes=num_classes)
+            self.criterion: nn.Module = SoftTargetCrossEntropy()
+        elif label_smoothing > 0:
+            self.criterion = LabelSmoothingCrossEntropy(smoothing=label_smoothing)
+        else:
+            self.criterion = nn.CrossEntropyLoss()
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict[str, Any]:
+        i = cfg.CLS.INPUT
+        return dict(num_classes=cfg.MODEL.CLASSIFIER.NUM_CLASSES, label_smoothing=cfg.MODEL.CLASSIFIER.LABEL_SMOOTHING,
+                    mixup_alpha=i.MIXUP_ALPHA, cutmix_alpha=i.CUTMIX_ALPHA, mixup_prob=i.MIXUP_PROB,
+                    switch_prob=i.MIXUP_SWITCH_PROB)
+
+    def __call__(self, model: nn.Module, batch) -> Dict[str, torch.Tensor]:
+        images, labels = batch
+        if self.mixup is not None:
+            if len(images) % 2:
+                raise ValueError(f"Mixup/CutMix needs an even per-process batch; got {len(images)} images")
+            images, labels = self.mixup(images.float(), labels)
+        return {"loss_cls": self.criterion(model(images).float(), labels)}
+
+
+class EMAHook(HookBase):
+    """Update timm's ModelEmaV3 after every optimizer step (registered before checkpoint/eval hooks)."""
+
+    def __init__(self, ema: nn.Module, model: nn.Module):
+        self.ema, self.model = ema, model
+
+    def after_step(self) -> None:
+        self.ema.update(self.model, step=self.trainer.iter + 1)
+
+
+def _sync_buffers(model: nn.Module) -> None:
+    # DDP broadcasts rank 0's buffers (BN running stats) at each forward, but every rank then updates
+    # its own copy; evaluate with rank 0's so the shards are scored by one model (the one checkpointed).
+    if is_distributed():
+        for buf in model.buffers():
+            dist.broadcast(buf, 0)
+
+
+@torch.no_grad()
+def evaluate_classifier(model: nn.Module, batches, *, device: torch.device, amp: str = "",
+                        channels_last: bool = False, topk=(1, 5)) -> Dict[str, float]:
+    """Top-k error of `model` over `batches` (images [B, C, h, w] or ten crops [B, 10, C, h, w]), summed
+    over processes. Restores the model's train/eval mode afterwards."""
+    was_training = model.training
+    model.eval()
+    _sync_buffers(model)
+    ev = ClassificationEvaluator(topk)
+    dtype = _AMP[amp]
+    for images, labels in batches:
+        images = images.to(device, non_blocking=True)
+        if channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            scores = predict(model, images)
+        ev.process(scores, labels.to(device))
+    model.train(was_training)
+    return ev.evaluate()
+
+
+def _eval_fn(cfg, data: ClassificationData, models: Dict[str, nn.Module], device) -> Callable[[], Dict[str, Any]]:
+    def run() -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for prefix, m in models.items():
+            for name, batches in data.eval_sets.items():
+                out[prefix + name] = evaluate_classifier(m, batches(), device=device, amp=cfg.SOLVER.AMP,
+                                                         channels_last=cfg.SOLVER.CHANNELS_LAST)
+        return out
+    return run
+
+
+def _setup(cfg):
+    rank, world = get_rank(), get_world_size()
+    setup_logger(cfg.OUTPUT_DIR, rank)
+    device = get_device(cfg.MODEL.DEVICE, get_local_rank())
+    set_deterministic(cfg.CUDNN_DETERMINISTIC)
+    seed = seed_all(cfg.SEED)
+    if is_main_process():
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        save_config(cfg, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    logger.info("Classification run: %s on %s, %d process(es), seed %d", cfg.MODEL.BACKBONE.NAME, device, world, seed)
+    data = build_classification_data(cfg, device, rank, world)
+    logger.info("Data: %d training images, %d classes, evaluation sets %s",
+                data.num_train, data.num_classes, list(data.eval_sets))
+    model = build_classifier(cfg).to(device)
+    if cfg.SOLVER.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
+    return device, data, model
+
+
+def _write_results(cfg, results: Dict[str, Any], name: str) -> None:
+    if is_main_process():
+        atomic_write_text(json.dumps(results, indent=2) + "\n", os.path.join(cfg.OUTPUT_DIR, name))
+
+
+def export_from_config(cfg, model: nn.Module, path: str) -> str:
+    backbone = unwrap_model(model).backbone
+    return export_backbone(model, path, name=cfg.MODEL.BACKBONE.NAME, variant=cfg.MODEL.BACKBONE.VARIANT,
+                           shortcut=getattr(backbone, "shortcut", cfg.MODEL.BACKBONE.SHORTCUT),
+                           norm=cfg.MODEL.BACKBONE.NORM)
+
+
+def evaluate_only(cfg, weights: str = "") -> Dict[str, Any]:
+    """Load weights (a train_cls checkpoint or a plain state dict) and evaluate; results also go to
+    OUTPUT_DIR/eval_results.json."""
+    device, data, model = _setup(cfg)
+    weights = weights or cfg.MODEL.WEIGHTS
+    if not weights:
+        raise ValueError("--eval-only needs weights: set MODEL.WEIGHTS to a checkpoint (or pass --resume)")
+    Checkpointer(cfg.OUTPUT_DIR, model).load_model(weights, strict=True)
+    results = _eval_fn(cfg, data, {"": model}, device)()
+    _write_results(cfg, results, "eval_results.json")
+    return results
+
+
+def train_classifier(cfg, resume: bool = False) -> Dict[str, Any]:
+    """Train as cfg says (resuming from OUTPUT_DIR's newest checkpoint with `resume`); return the final
+    evaluation results. Writes checkpoints, metrics.jsonl, TensorBoard events, config.yaml,
+    final_results.json and backbone_final.pth (the backbone for train_det) under OUTPUT_DIR."""
+    device, data, model = _setup(cfg)
+    ema = None
+    if cfg.CLS.EMA.ENABLED:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.CLS.EMA.DECAY)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    scaler = torch.amp.GradScaler(device.type) if cfg.SOLVER.AMP == "fp16" else None
+    extra = {"ema": ema} if ema is not None else {}
+    ckpt = Checkpointer(cfg.OUTPUT_DIR, model, optimizer, scheduler, scaler, max_keep=3, config=cfg, **extra)
+    state = ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    start_iter = int(state.get("iteration", 0))
+
+    train_model: nn.Module = wrap_model(model, device) if is_distributed() else model
+    if cfg.SOLVER.COMPILE:
+        train_model = torch.compile(train_model)
+    models = {"": model, **({"ema/": ema.module} if ema is not None else {})}
+    eval_hook = EvalHook(cfg.TEST.EVAL_PERIOD, _eval_fn(cfg, data, models, device))
+    hooks = ([EMAHook(ema, model)] if ema is not None else []) + [
+        PeriodicCheckpointer(ckpt, cfg.SOLVER.CHECKPOINT_PERIOD), eval_hook, MetricsLogger(cfg.LOG_PERIOD),
+        ProgressHook(),
+    ]
+    trainer = Trainer(train_model, optimizer, data.train_batches(start_iter), max_iter=cfg.SOLVER.MAX_ITER,
+                      start_iter=start_iter, loss_fn=ClassificationLoss(**ClassificationLoss.from_config(cfg)),
+                      scheduler=scheduler, amp=cfg.SOLVER.AMP, grad_scaler=scaler,
+                      channels_last=cfg.SOLVER.CHANNELS_LAST, clip_grad_norm=cfg.SOLVER.CLIP_GRAD_NORM,
+                      device=device, hooks=hooks, writer=MetricWriter(cfg.OUTPUT_DIR, start_iter),
+                      rng_state=state.get("rng"))
+    trainer.train()
+    results = eval_hook.results
+    _write_results(cfg, results, "final_results.json")
+    if is_main_process():
+        path = export_from_config(cfg, model, os.path.join(cfg.OUTPUT_DIR, "backbone_final.pth"))
+        logger.info("Backbone for detection (MODEL.BACKBONE.WEIGHTS): %s", path)
+    synchronize()
+    return results

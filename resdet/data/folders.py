@@ -1,0 +1,255 @@
+"""Classification data: image-folder trees, CIFAR-10 python batches, and CIFAR kept on the device.
+
+Three ways in:
+- `ImageFolderDataset(root, split, transform)`: `<root>/<split>/<class>/<image>` (ImageNet's layout, or
+  CIFAR-10 exported as JPEGs), streamed from disk; an unreadable image raises `CorruptImageError`
+  naming its path.
+- `load_cifar10_python(root, train)`: CIFAR-10's `cifar-10-batches-py` pickles as uint8 tensors.
+- `decode_image_folder(dataset)`: a small fixed-size image-folder dataset decoded once into a uint8 tensor.
+
+Decoded tensors feed `DeviceBatches` (training: index, pad-crop-flip, all batched on the device, exactly
+resumable from the iteration number alone) and `iterate_in_order` (evaluation).
+Missing data raises `MissingDatasetError`, which says where it looked and how to prepare the data.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.datasets import ImageFolder
+
+__all__ = [
+    "MissingDatasetError", "CorruptImageError", "resolve_dataset_root", "dataset_format",
+    "read_image_rgb", "ImageFolderDataset", "load_cifar10_python", "decode_image_folder",
+    "split_holdout", "DeviceBatches", "iterate_in_order",
+]
+
+PREPARE_HINT = "See datasets/README.md for how to prepare it, or set CLS.DATA.ROOT / $RESDET_DATASETS."
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+CIFAR_DIR = "cifar-10-batches-py"
+
+
+class MissingDatasetError(FileNotFoundError):
+    """The data is not where it was looked for; the message names the place and how to prepare it."""
+
+
+class CorruptImageError(RuntimeError):
+    """An image file that cannot be decoded; the message names the file."""
+
+
+def resolve_dataset_root(name: str, root: str = "") -> str:
+    """`root` if given, else `$RESDET_DATASETS/<name>` (default `./datasets/<name>`)."""
+    if root:
+        return os.path.expanduser(root)
+    base = os.environ.get("RESDET_DATASETS", "datasets")
+    return os.path.join(os.path.expanduser(base), name)
+
+
+def dataset_format(root: str, fmt: str = "auto") -> str:
+    """'cifar-python' or 'folder'; "auto" picks python batches if they are present."""
+    if fmt not in ("auto", "folder", "cifar-python"):
+        raise ValueError(f"CLS.DATA.FORMAT must be 'auto', 'folder' or 'cifar-python'; got {fmt!r}")
+    if fmt != "auto":
+        return fmt
+    if _cifar_dir(root) is not None:
+        return "cifar-python"
+    return "folder"
+
+
+def read_image_rgb(path: str) -> Image.Image:
+    """Open an image as RGB, or raise `CorruptImageError` naming the file (PIL's own error does not)."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")  # convert() forces the full decode, so truncation shows here
+    except Exception as e:  # PIL raises several unrelated types (OSError, SyntaxError, ValueError)
+        raise CorruptImageError(f"Cannot read image '{path}': {type(e).__name__}: {e}") from e
+
+
+class ImageFolderDataset(ImageFolder):
+    """torchvision's ImageFolder over `<root>/<split>`, with errors that say what is wrong where.
+
+    Items are `(transform(PIL image), class index)`; classes are the sorted sub-folder names.
+    """
+
+    def __init__(self, root: str, split: str, transform: Optional[Callable] = None):
+        split_dir = os.path.join(root, split)
+        if not os.path.isdir(split_dir):
+            raise MissingDatasetError(
+                f"Image folder '{split_dir}' does not exist (expected {split_dir}/<class>/<image>). "
+                + PREPARE_HINT
+            )
+        try:
+            super().__init__(split_dir, transform=transform, loader=read_image_rgb,
+                             is_valid_file=lambda p: p.lower().endswith(IMAGE_EXTENSIONS))
+        except FileNotFoundError as e:  # no class folders, or class folders with no images
+            raise MissingDatasetError(f"No usable images under '{split_dir}': {e}. " + PREPARE_HINT) from e
+        self.root_dir = root
+        self.split = split
+
+    @property
+    def labels(self) -> List[int]:
+        return list(self.targets)
+
+
+def _cifar_dir(root: str) -> Optional[str]:
+    for d in (os.path.join(root, CIFAR_DIR), root):
+        if os.path.isfile(os.path.join(d, "test_batch")):
+            return d
+    return None
+
+
+def load_cifar10_python(root: str, train: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 python batches -> (uint8 images [N, 3, 32, 32], int64 labels [N]).
+
+    Written by hand rather than with torchvision.datasets.CIFAR10 because that class refuses files whose
+    MD5 differs from the release's and wants to download otherwise; here any copy in the layout works.
+    """
+    d = _cifar_dir(root)
+    if d is None:
+        raise MissingDatasetError(
+            f"CIFAR-10 python batches not found: looked for '{os.path.join(root, CIFAR_DIR, 'test_batch')}' "
+            f"and '{os.path.join(root, 'test_batch')}'. " + PREPARE_HINT
+        )
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    images, labels = [], []
+    for name in names:
+        path = os.path.join(d, name)
+        if not os.path.isfile(path):
+            raise MissingDatasetError(f"CIFAR-10 batch file '{path}' is missing. " + PREPARE_HINT)
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            lab = np.asarray(batch[b"labels"], dtype=np.int64)
+        except Exception as e:
+            raise CorruptImageError(f"Cannot read CIFAR-10 batch '{path}': {type(e).__name__}: {e}") from e
+        if len(data) != len(lab):
+            raise CorruptImageError(f"CIFAR-10 batch '{path}' has {len(data)} images but {len(lab)} labels")
+        images.append(torch.from_numpy(data))
+        labels.append(torch.from_numpy(lab))
+    return torch.cat(images), torch.cat(labels)
+
+
+def decode_image_folder(dataset: ImageFolderDataset) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Decode every image of a fixed-size image-folder dataset into uint8 [N, 3, H, W] and labels [N].
+
+    PIL decodes (torchvision.io's decoders are deprecated as of torchvision 0.29). All images must have
+    the size of the first one; the first that does not, or that cannot be decoded, is reported by path.
+    """
+    paths = [p for p, _ in dataset.samples]
+    if not paths:
+        raise MissingDatasetError(f"No images in '{dataset.root}'. " + PREPARE_HINT)
+
+    def load(path: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(read_image_rgb(path))).permute(2, 0, 1)
+
+    first = load(paths[0])
+    out = torch.empty((len(paths),) + tuple(first.shape), dtype=torch.uint8)
+    # PIL releases the GIL while decoding, so threads decode in parallel without worker processes.
+    workers = max(1, min(8, (os.cpu_count() or 1)))
+    with ThreadPoolExecutor(workers) as pool:
+        for i, (path, img) in enumerate(zip(paths, pool.map(load, paths, chunksize=256))):
+            if img.shape != first.shape:
+                raise ValueError(
+                    f"In-memory datasets need images of one size: '{path}' is {tuple(img.shape[1:])}, "
+                    f"'{paths[0]}' is {tuple(first.shape[1:])}. Use CLS.DATA.IN_MEMORY False for this dataset."
+                )
+            out[i] = img
+    return out, torch.as_tensor(dataset.targets, dtype=torch.int64)
+
+
+def split_holdout(num: int, holdout: int, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, held-out) for a fixed-seed random hold-out of `holdout` of `num` samples."""
+    if not 0 <= holdout < num:
+        raise ValueError(f"CLS.DATA.HOLDOUT must be in [0, {num}) for a dataset of {num} images; got {holdout}")
+    perm = torch.randperm(num, generator=torch.Generator().manual_seed(seed))
+    return perm[holdout:].sort().values, perm[:holdout].sort().values
+
+
+class DeviceBatches:
+    """Training batches from a dataset held as a uint8 tensor on the device, augmented there.
+
+    Each step takes the next `batch_size` indices of this process's shard of `sampler` (an endless index
+    stream, e.g. the engine's InfiniteSampler), gathers the images, converts to float (0-255), pads by
+    `pad` pixels with `pad_value` (the pixel mean, so padding is zero once the model normalises), crops
+    `crop` x `crop` at random and flips at random: all batched tensor ops, no per-image Python.
+
+    The random crop offsets and flips for step t come from a generator seeded with (seed, t) and are
+    drawn for the global batch (batch_size x world_size); this process takes every world_size-th row
+    starting at its rank, the same interleaving as the sampler's shards, so N processes see exactly the
+    augmented images one process would with the N-times-larger batch. Resuming at iteration t needs
+    nothing but t and a sampler started at t * batch_size.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: Iterator[int],
+                 *, pad: int = 4, crop: Optional[int] = None, hflip: bool = True,
+                 pad_value: Sequence[float] = (0.0, 0.0, 0.0), seed: int = 0, start_iter: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if images.dim() != 4 or images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8 [N, C, H, W]; got {images.dtype} {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must be [N={images.shape[0]}]; got {tuple(labels.shape)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        self.images, self.labels = images, labels.to(images.device)
+        self.device = images.device
+        self.batch_size, self.pad, self.hflip = batch_size, pad, hflip
+        self.crop = crop or images.shape[-1]
+        if self.crop > images.shape[-1] + 2 * pad or self.crop > images.shape[-2] + 2 * pad:
+            raise ValueError(f"crop {self.crop} is larger than the padded image {tuple(images.shape[-2:])} + 2*{pad}")
+        self.pad_value = torch.as_tensor(pad_value, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.sampler = iter(sampler)
+        self.seed, self.iteration = seed, start_iter
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self):
+        return self
+
+    def _generator(self) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        g.manual_seed((self.seed * 1_000_003 + self.iteration) % (2**63))
+        return g
+
+    def __next__(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.tensor([next(self.sampler) for _ in range(self.batch_size)], device=self.device)
+        images = self.augment(self.images[idx], self._generator())
+        self.iteration += 1
+        return images, self.labels[idx]
+
+    def augment(self, batch: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """uint8 [B, C, H, W] -> float [B, C, crop, crop]: pad with pad_value, random crop, random flip."""
+        b, c, h, w = batch.shape
+        p, s = self.pad, self.crop
+        # Pad in mean-subtracted space with zeros, then add the mean back: padded pixels equal pad_value.
+        padded = F.pad(batch.float() - self.pad_value, (p, p, p, p)) + self.pad_value
+        hp, wp = h + 2 * p, w + 2 * p
+        # Draw for the whole global batch, keep this rank's interleaved rows (see the class docstring).
+        gb = b * self.world_size
+        oy = torch.randint(0, hp - s + 1, (gb,), generator=g, device=self.device)
+        ox = torch.randint(0, wp - s + 1, (gb,), generator=g, device=self.device)
+        flip = torch.rand(gb, generator=g, device=self.device) < 0.5
+        sl = slice(self.rank, gb, self.world_size)
+        oy, ox, flip = oy[sl], ox[sl], flip[sl]
+        ar = torch.arange(s, device=self.device)
+        rows = oy[:, None] + ar                                     # [B, s]
+        cols = ox[:, None] + ar                                     # [B, s]
+        if self.hflip:
+            cols = torch.where(flip[:, None], cols.flip(1), cols)   # a flipped crop reads columns backwards
+        # One gather over the flattened padded images takes every crop at once.
+        flat = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, s * s).expand(b, c, s * s)
+        return padded.view(b, c, hp * wp).gather(2, flat).view(b, c, s, s)
+
+
+def iterate_in_order(images: torch.Tensor, labels: torch.Tensor, batch_size: int, rank: int = 0,
+                     world_size: int = 1) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """Evaluation batches (float 0-255, labels) of this process's shard (every world_size-th image)."""
+    idx = torch.arange(rank, images.shape[0], world_size, device=images.device)
+    for i in range(0, len(idx), batch_size):
+        j = idx[i:i + batch_size]
+        yield images[j].float(), labels[j].to(images.device)

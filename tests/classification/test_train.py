@@ -1,0 +1,180 @@
+"""Classification training on tiny real image files (resdet/classification/train.py + the engine)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from resdet.classification.model import build_classifier, load_backbone_export
+from resdet.classification.train import train_classifier
+from resdet.config import load_config
+from resdet.engine.logging import read_metrics
+from tests.classification.helpers import make_image_tree
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def tiny_overrides(root, out, **extra):
+    """The CIFAR recipe shrunk to seconds on a CPU: 3 classes, batch 8, a few dozen steps."""
+    opts = {
+        "MODEL.DEVICE": "cpu", "SOLVER.AMP": "", "SOLVER.CHANNELS_LAST": False, "CLS.DATA.ROOT": root,
+        "MODEL.CLASSIFIER.NUM_CLASSES": 3, "SOLVER.IMS_PER_BATCH": 8, "SOLVER.BASE_LR": 0.05,
+        "SOLVER.MAX_ITER": 24, "SOLVER.STEPS": "(16,)", "SOLVER.CHECKPOINT_PERIOD": 8, "TEST.EVAL_PERIOD": 8,
+        "LOG_PERIOD": 4, "CLS.TEST.TRAIN_SUBSET": 24, "OUTPUT_DIR": out,
+    }
+    opts.update(extra)
+    return [str(x) for kv in opts.items() for x in kv]
+
+
+def cfg_for(root, out, **extra):
+    return load_config(os.path.join(REPO, "configs", "cifar10_resnet20.yaml"), tiny_overrides(root, out, **extra))
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return make_image_tree(tmp_path_factory.mktemp("cls_data"), {"train": 16, "test": 6}, num_classes=3)
+
+
+def test_a_few_iterations_lower_the_loss_and_beat_chance(tree, tmp_path):
+    results = train_classifier(cfg_for(tree, str(tmp_path)))
+    losses = [r["loss_cls"] for r in read_metrics(str(tmp_path / "metrics.jsonl")) if "loss_cls" in r]
+    assert len(losses) == 6
+    assert losses[-1] < 0.5 * losses[0]
+    assert results["test/num_samples"] == 18 and results["test/top1_err"] < 50.0   # chance: 66.7%
+    for f in ("config.yaml", "final_results.json", "model_final.pth", "backbone_final.pth", "last_checkpoint"):
+        assert (tmp_path / f).is_file(), f
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tree, tmp_path, monkeypatch):
+    full_dir, cut_dir = str(tmp_path / "full"), str(tmp_path / "cut")
+    train_classifier(cfg_for(tree, full_dir))
+
+    # Interrupt the second run during iteration 13: the newest checkpoint is iteration 8's, so steps
+    # 8..12 are done twice, as after a real crash.
+    import resdet.classification.data as data_mod
+
+    real = data_mod.DeviceBatches.__next__
+
+    def crashing_next(self):
+        if self.iteration == 13:
+            raise _Interrupted()
+        return real(self)
+
+    monkeypatch.setattr(data_mod.DeviceBatches, "__next__", crashing_next)
+    with pytest.raises(_Interrupted):
+        train_classifier(cfg_for(tree, cut_dir))
+    monkeypatch.setattr(data_mod.DeviceBatches, "__next__", real)
+    assert open(os.path.join(cut_dir, "last_checkpoint")).read().strip() == "model_0000008.pth"
+    resumed = train_classifier(cfg_for(tree, cut_dir), resume=True)
+
+    def by_iter(d):
+        recs = {}
+        for r in read_metrics(os.path.join(d, "metrics.jsonl")):
+            recs.setdefault(r["iteration"], {}).update({k: v for k, v in r.items() if "time" not in k and "eta" not in k})
+        return recs
+
+    a, b = by_iter(full_dir), by_iter(cut_dir)
+    assert sorted(a) == sorted(b) == [4, 8, 12, 16, 20, 24]
+    for it in a:
+        assert a[it].keys() == b[it].keys(), it
+        for k in a[it]:
+            assert a[it][k] == pytest.approx(b[it][k], rel=1e-6, abs=1e-7), (it, k)
+    wa = torch.load(os.path.join(full_dir, "model_final.pth"), weights_only=True)["model"]
+    wb = torch.load(os.path.join(cut_dir, "model_final.pth"), weights_only=True)["model"]
+    for k in wa:
+        assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6), k
+    assert resumed == json.load(open(os.path.join(full_dir, "final_results.json")))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_over_gloo_matches_one_process(tree, tmp_path):
+    # GroupNorm normalises each image on its own, so two processes with 4 images each compute exactly
+    # what one process with 8 does (BatchNorm statistics would differ per process by design).
+    extra = {"MODEL.BACKBONE.NORM": "GN", "MODEL.BACKBONE.GN_GROUPS": 4, "SOLVER.MAX_ITER": 8,
+             "SOLVER.STEPS": "(6,)", "TEST.EVAL_PERIOD": 4, "SOLVER.CHECKPOINT_PERIOD": 0, "LOG_PERIOD": 2}
+    runs = {}
+    for nproc in (1, 2):
+        out = str(tmp_path / f"np{nproc}")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+               os.path.join(REPO, "tools", "train_cls.py"), os.path.join(REPO, "configs", "cifar10_resnet20.yaml"),
+               *tiny_overrides(tree, out, **extra)]
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[nproc] = out
+    m1, m2 = (read_metrics(os.path.join(runs[n], "metrics.jsonl")) for n in (1, 2))
+    l1 = [r["loss_cls"] for r in m1 if "loss_cls" in r]
+    l2 = [r["loss_cls"] for r in m2 if "loss_cls" in r]
+    assert len(l1) == 4 and l1 == pytest.approx(l2, rel=1e-5)
+    e1 = [r for r in m1 if "test/top1_err" in r]
+    e2 = [r for r in m2 if "test/top1_err" in r]
+    assert e1 == e2 and e1[-1]["test/num_samples"] == 18
+    w1 = torch.load(os.path.join(runs[1], "model_final.pth"), weights_only=True)["model"]
+    w2 = torch.load(os.path.join(runs[2], "model_final.pth"), weights_only=True)["model"]
+    for k in w1:
+        assert torch.allclose(w1[k], w2[k], atol=1e-5), k
+
+
+def test_backbone_export_loads_into_the_detection_backbone(tree, tmp_path):
+    from resdet.backbones import build_backbone
+    from resdet.backbones.weights import load_backbone_weights
+
+    cfg = cfg_for(tree, str(tmp_path), **{"SOLVER.MAX_ITER": 2, "SOLVER.STEPS": "(1,)", "TEST.EVAL_PERIOD": 0})
+    train_classifier(cfg)
+    path = str(tmp_path / "backbone_final.pth")
+    export = load_backbone_export(path)
+    assert export["meta"]["name"] == "cifar_resnet20" and export["meta"]["variant"] == cfg.MODEL.BACKBONE.VARIANT
+    assert not any(k.startswith("fc.") for k in export["state_dict"])
+    trained = torch.load(str(tmp_path / "model_final.pth"), weights_only=True)["model"]
+    det = build_backbone("cifar_resnet20", out_features=("res2", "res3", "res4"), num_classes=None)
+    load_backbone_weights(det, path, expected_name="cifar_resnet20", expected_variant=cfg.MODEL.BACKBONE.VARIANT)
+    for k, v in det.state_dict().items():
+        assert torch.equal(v, trained["backbone." + k]), k
+    with pytest.raises(ValueError, match="cifar_resnet20"):
+        load_backbone_weights(build_backbone("cifar_resnet32", out_features=("res4",), num_classes=None), path,
+                              expected_name="cifar_resnet32")
+
+
+def test_timm_options_mixup_cutmix_label_smoothing_ema_randaugment(tree, tmp_path):
+    # The streaming path (DataLoader + per-image transforms) with every timm option on.
+    cfg = cfg_for(tree, str(tmp_path), **{
+        "CLS.DATA.IN_MEMORY": False, "DATALOADER.NUM_WORKERS": 0, "CLS.INPUT.TRAIN_AUG": "rrc",
+        "CLS.INPUT.RANDAUGMENT": "rand-m9-mstd0.5", "CLS.INPUT.COLOR_AUG": "pca",
+        "CLS.INPUT.MIXUP_ALPHA": 0.2, "CLS.INPUT.CUTMIX_ALPHA": 1.0, "MODEL.CLASSIFIER.LABEL_SMOOTHING": 0.1,
+        "CLS.EMA.ENABLED": True, "CLS.EMA.DECAY": 0.9, "SOLVER.MAX_ITER": 6, "SOLVER.STEPS": "(4,)",
+        "TEST.EVAL_PERIOD": 0, "SOLVER.CHECKPOINT_PERIOD": 0, "LOG_PERIOD": 3,
+    })
+    results = train_classifier(cfg)
+    assert {"test/top1_err", "ema/test/top1_err", "train/top1_err"} <= set(results)
+    ckpt = torch.load(str(tmp_path / "model_final.pth"), weights_only=True)
+    assert "ema" in ckpt  # the EMA weights are checkpointed (and restored on resume)
+    ema_w = ckpt["ema"]["module.backbone.fc.weight"] if "module.backbone.fc.weight" in ckpt["ema"] else None
+    if ema_w is not None:
+        assert not torch.equal(ema_w, ckpt["model"]["backbone.fc.weight"])
+
+
+def test_class_count_mismatch_is_named(tree, tmp_path):
+    with pytest.raises(ValueError, match="has 3 classes but MODEL.CLASSIFIER.NUM_CLASSES is 10"):
+        train_classifier(cfg_for(tree, str(tmp_path), **{"MODEL.CLASSIFIER.NUM_CLASSES": 10}))
+
+
+def test_missing_dataset_says_where_and_how(tmp_path):
+    from resdet.data.folders import MissingDatasetError
+
+    with pytest.raises(MissingDatasetError) as e:
+        train_classifier(cfg_for(str(tmp_path / "nowhere"), str(tmp_path / "out")))
+    assert str(tmp_path / "nowhere") in str(e.value) and "datasets/README.md" in str(e.value)

@@ -8,6 +8,10 @@ Resuming exactly: a bucket holds indices that were drawn but not yet batched, so
 consumed" does not say where to continue. The sampler underneath is deterministic from its seed, so
 `start_batch` replays the (cheap: integers only) grouping from the beginning and skips that many
 batches: the next batch is the one the interrupted run would have produced.
+
+With `with_positions`, each batch entry is `(index, position)`: the entry's place in this process's
+stream. The loader seeds that sample's augmentation from it, so a resumed run also repeats the random
+crops and flips exactly, whatever the number of workers.
 """
 from __future__ import annotations
 
@@ -34,7 +38,8 @@ class AspectRatioGroupedBatchSampler(Sampler[List[int]]):
         start_batch: batches already consumed (the iteration to resume at).
     """
 
-    def __init__(self, sampler: Iterable[int], group_ids: Sequence[int], batch_size: int, start_batch: int = 0):
+    def __init__(self, sampler: Iterable[int], group_ids: Sequence[int], batch_size: int, start_batch: int = 0,
+                 with_positions: bool = False):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if start_batch < 0:
@@ -43,13 +48,14 @@ class AspectRatioGroupedBatchSampler(Sampler[List[int]]):
         self.group_ids = list(group_ids)
         self.batch_size = int(batch_size)
         self.start_batch = int(start_batch)
+        self.with_positions = with_positions
 
     def __iter__(self) -> Iterator[List[int]]:
         buckets: dict = {}
         emitted = 0
-        for index in self.sampler:
+        for position, index in enumerate(self.sampler):
             bucket = buckets.setdefault(self.group_ids[index], [])
-            bucket.append(index)
+            bucket.append((index, position) if self.with_positions else index)
             if len(bucket) == self.batch_size:
                 batch = bucket[:]
                 del bucket[:]

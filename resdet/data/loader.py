@@ -2,7 +2,7 @@
 
 Training: an endless stream from the engine's InfiniteSampler (seeded, sharded over DDP ranks),
 grouped by aspect ratio (resdet/data/grouping.py) or plainly batched, starting at `start_iter` so
-that a resumed run continues with the same images. Test: each rank takes a contiguous slice of the
+that a resumed run continues with the same images and the same augmentation of each. Test: each rank takes a contiguous slice of the
 dataset in order, once.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .catalog import get_detection_dataset, register_from_config
 from .coco import DatasetMetadata
@@ -37,16 +37,31 @@ def collate_detection(batch: Sequence[Tuple[torch.Tensor, Dict[str, torch.Tensor
 
 
 class MappedDataset(Dataset):
-    """A list of dataset dicts with a mapper applied on access."""
+    """A list of dataset dicts with a mapper applied on access.
 
-    def __init__(self, records: List[dict], mapper):
+    An item may be asked for as `(index, position)` (the training batch sampler does this): the
+    augmentation is then seeded from (seed, rank, position), so the same stream position always gets
+    the same crop and flip: in any worker, and after a resume.
+    """
+
+    def __init__(self, records: List[dict], mapper, seed: int = 0, rank: int = 0):
         self.records = records
         self.mapper = mapper
+        self.seed = seed
+        self.rank = rank
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, item):
+        if isinstance(item, tuple):
+            index, position = item
+            import numpy as np
+
+            sample_seed = int(np.random.SeedSequence([self.seed % 2**32, self.rank, position]).generate_state(1)[0])
+            self.mapper.augmentation.set_random_seed(sample_seed)
+        else:
+            index = item
         return self.mapper(self.records[index])
 
 
@@ -73,16 +88,6 @@ class InferenceSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
-
-
-def _seed_worker_augmentation(worker_id: int) -> None:
-    # Forked workers inherit identical albumentations RNG state: reseed each from torch's per-worker
-    # seed (which DataLoader derives from the main process's seeded RNG), so that workers differ and
-    # runs repeat.
-    info = torch.utils.data.get_worker_info()
-    mapper = getattr(info.dataset, "mapper", None)
-    if mapper is not None:
-        mapper.augmentation.set_random_seed(info.seed % 2**32)
 
 
 def load_train_records(names: Sequence[str], filter_empty: bool = True, check_images: str = "header"
@@ -119,19 +124,16 @@ def build_detection_train_loader(cfg, start_iter: int = 0, mapper: Optional[Dete
         raise ValueError(f"SOLVER.IMS_PER_BATCH={global_batch} is not divisible by the {world} processes")
     per_rank = global_batch // world
     mapper = mapper or DetectionMapper(**DetectionMapper.from_config(cfg, is_train=True))
-    dataset = MappedDataset(records, mapper)
-    if cfg.INPUT.ASPECT_RATIO_GROUPING:
-        sampler = InfiniteSampler(len(records), shuffle=True, seed=cfg.SEED, rank=rank, world_size=world)
-        batch_sampler = AspectRatioGroupedBatchSampler(sampler, aspect_ratio_groups(records), per_rank,
-                                                       start_batch=start_iter)
-    else:
-        sampler = InfiniteSampler(len(records), shuffle=True, seed=cfg.SEED, rank=rank, world_size=world,
-                                  start=start_iter * global_batch)
-        batch_sampler = BatchSampler(sampler, per_rank, drop_last=True)
+    dataset = MappedDataset(records, mapper, seed=cfg.SEED, rank=rank)
+    # Without grouping every image is in group 0: batches are then plain consecutive stream chunks,
+    # and resuming (replaying the integer stream up to start_iter) works the same way.
+    groups = aspect_ratio_groups(records) if cfg.INPUT.ASPECT_RATIO_GROUPING else [0] * len(records)
+    sampler = InfiniteSampler(len(records), shuffle=True, seed=cfg.SEED, rank=rank, world_size=world)
+    batch_sampler = AspectRatioGroupedBatchSampler(sampler, groups, per_rank, start_batch=start_iter,
+                                                   with_positions=True)
     workers = cfg.DATALOADER.NUM_WORKERS
     loader = DataLoader(
         dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate_detection,
-        worker_init_fn=_seed_worker_augmentation if workers > 0 else None,
         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
     )
     loader.metadata = meta

@@ -66,8 +66,8 @@ def _shapes_cfg(tmp_path, **extra):
 
 
 @pytest.mark.parametrize("grouping", [True, False])
-def test_train_loader_batches_and_resumes(tmp_path, grouping):
-    cfg = _shapes_cfg(tmp_path, **{"INPUT.ASPECT_RATIO_GROUPING": grouping, "INPUT.RANDOM_FLIP_PROB": 0.0})
+def test_train_loader_batches_and_resumes_with_the_same_augmentation(tmp_path, grouping):
+    cfg = _shapes_cfg(tmp_path, **{"INPUT.ASPECT_RATIO_GROUPING": grouping, "INPUT.RANDOM_FLIP_PROB": 0.5})
     loader = build_detection_train_loader(cfg)
     assert loader.metadata.thing_classes == ["circle", "square", "triangle"]
     it = iter(loader)
@@ -77,9 +77,17 @@ def test_train_loader_batches_and_resumes(tmp_path, grouping):
     for im, t in zip(images, targets):
         assert im.dtype == torch.float32 and im.shape[0] == 3 and min(im.shape[1:]) in (64, 80)
         assert t["masks"].shape[1:] == im.shape[1:] and len(t["boxes"]) == len(t["labels"]) > 0
-    ids = [[int(t["image_id"]) for t in b[1]] for b in batches]
+    # a loader started at iteration 4 (as after a resume), here with a worker process, gives batches
+    # 4 and 5 again: same images, same scales, same flips
+    cfg.merge_from_list(["DATALOADER.NUM_WORKERS", 1])
     resumed = iter(build_detection_train_loader(cfg, start_iter=4))
-    assert [[int(t["image_id"]) for t in next(resumed)[1]] for _ in range(2)] == ids[4:6]
+    for expected in batches[4:6]:
+        got = next(resumed)
+        assert [int(t["image_id"]) for t in got[1]] == [int(t["image_id"]) for t in expected[1]]
+        for a, b in zip(got[0], expected[0]):
+            assert torch.equal(a, b)
+        for a, b in zip(got[1], expected[1]):
+            assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["masks"], b["masks"])
 
 
 def test_test_loader_keeps_every_image_and_points_at_its_json(tmp_path):

@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -114,6 +115,10 @@ def evaluate_only(cfg) -> Dict:
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     from resdet.config import load_config
 
-    args = build_argument_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Flags may come anywhere (`CONFIG --resume KEY VALUE`); the overrides are a REMAINDER (so values
+    # like "-1" stay values), which would swallow a flag written after CONFIG: move flags first.
+    flags = [a for a in argv if a in ("--resume", "--eval-only")]
+    args = build_argument_parser().parse_args(flags + [a for a in argv if a not in flags])
     cfg = load_config(args.config, args.opts)
     return train_detection(cfg, resume=args.resume, eval_only=args.eval_only)

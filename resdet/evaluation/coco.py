@@ -270,11 +270,12 @@ class COCOEvaluator:
             return {}
         if self.output_dir:
             _save_json(results, os.path.join(self.output_dir, "coco_instances_results.json"))
-        if not results:
+        if not results:  # pycocotools cannot load an empty results list; nothing found scores 0
             logger.warning("No detections on %d images: every AP is 0", len(set(image_ids)))
-            return {t: {n: 0.0 for n in SUMMARY_NAMES} for t in self.iou_types}
-        metrics = evaluate_coco_results(self.coco_gt, results, self.iou_types,
-                                        source="model outputs", img_ids=set(image_ids))
+            metrics = {t: {n: 0.0 for n in SUMMARY_NAMES} for t in self.iou_types}
+        else:
+            metrics = evaluate_coco_results(self.coco_gt, results, self.iou_types,
+                                            source="model outputs", img_ids=set(image_ids))
         if self.output_dir:
             _save_json(_json_safe(metrics), os.path.join(self.output_dir, "coco_eval.json"))
         return metrics

@@ -112,9 +112,22 @@ def _dataset_class_names(cfg) -> List[str]:
         return []
 
 
-def save_prediction_pictures(predictor: DetectionPredictor, image_paths: Sequence[str], path: str, nrow: int = 4) -> str:
-    """Predictions on several images drawn side by side into one PNG."""
+def save_prediction_pictures(predictor: DetectionPredictor, image_paths: Sequence[str], path: str, nrow: int = 4,
+                             min_side: int = 256) -> str:
+    """Predictions on several images drawn side by side into one PNG (small images enlarged to
+    `min_side` by pixel repetition, after prediction at their own size)."""
     from resdet.utils.visualize import make_grid_image, save_image
 
-    drawn = [predictor.draw(p) for p in image_paths]
+    drawn = []
+    for p in image_paths:
+        pixels = predictor._load(p)
+        inst = predictor(pixels)
+        short = min(pixels.shape[:2])
+        if short < min_side:  # small images (the shapes data): enlarge so that labels stay readable
+            scale = -(-min_side // short)
+            pixels = np.ascontiguousarray(pixels.repeat(scale, axis=0).repeat(scale, axis=1))
+            inst["boxes"] = inst["boxes"] * scale
+            if "masks" in inst:
+                inst["masks"] = inst["masks"].repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+        drawn.append(predictor.draw(pixels, inst))
     return save_image(make_grid_image(drawn, nrow=nrow), path)

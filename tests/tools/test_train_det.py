@@ -102,3 +102,13 @@ def test_eval_only_scores_a_checkpoint(tmp_path):
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in proc.stdout or \
         "No detections" in proc.stdout + proc.stderr
     assert os.path.isfile(tmp_path / "eval" / "inference" / "shapes_val" / "coco_instances_results.json")
+    # tools/eval.py with a model gives the same numbers as --eval-only on the same checkpoint
+    evald = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "eval.py"), "--config",
+                            os.path.join(ROOT, "configs", "quickstart_shapes.yaml"), "--weights",
+                            str(out / "model_final.pth"), "--output-dir", str(tmp_path / "evaltool"), *args],
+                           env=_env(), capture_output=True, text=True, timeout=900)
+    assert evald.returncode == 0, evald.stderr[-3000:]
+    assert '"images_per_second"' in evald.stdout
+    a = json.load(open(tmp_path / "eval" / "inference" / "shapes_val" / "coco_eval.json"))
+    b = json.load(open(tmp_path / "evaltool" / "coco_eval.json"))
+    assert a["bbox"]["AP"] == b["bbox"]["AP"] and a["segm"]["AP"] == b["segm"]["AP"]

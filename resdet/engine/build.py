@@ -14,7 +14,8 @@ A training script is, in order:
 
 `build_trainer` registers, in this order: MetricsLogger(LOG_PERIOD), PeriodicCheckpointer
 (CHECKPOINT_PERIOD, storing the sampler position when a sampler is given), EvalHook(TEST.EVAL_PERIOD)
-when an eval_fn is given, and a tqdm progress bar.
+when an eval_fn is given, your `extra_hooks`, PlotHook (OUTPUT_DIR/training_curves.png at each
+checkpoint and at the end) and a tqdm progress bar.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from .checkpoint import Checkpointer
 from .distributed import broadcast_object, get_rank, get_world_size, init_distributed, wrap_model
 from .hooks import EvalHook, MetricsLogger, PeriodicCheckpointer, ProgressHook
 from .logging import MetricWriter, setup_logger
+from .plots import PlotHook
 from .schedules import build_lr_scheduler, build_optimizer
 from .trainer import HookBase, Trainer
 
@@ -153,6 +155,7 @@ def build_trainer(
     if eval_fn is not None:
         hooks.append(EvalHook(cfg.TEST.EVAL_PERIOD, eval_fn))
     hooks.extend(extra_hooks)
+    hooks.append(PlotHook(cfg.OUTPUT_DIR, period=cfg.SOLVER.CHECKPOINT_PERIOD))  # after eval: draws its results
     if progress_bar:
         hooks.append(ProgressHook())
     return Trainer(

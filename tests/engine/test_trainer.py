@@ -78,6 +78,8 @@ def test_eval_hook_results_go_to_metrics(tmp_path):
     assert [(r["iteration"], r["top1"], r["bbox/AP"]) for r in evals] == [(4, 1.5, 12.5), (8, 2.5, 12.5), (10, 3.5, 12.5)]
     assert all("bbox/per_class" not in r for r in evals)
     assert trainer.model.training  # back in train mode after evaluation
+    png = (tmp_path / "training_curves.png").read_bytes()  # losses, lr and the evaluation results
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
 
 
 def _plain_trainer(loss_fn, **kw):

@@ -102,11 +102,14 @@ def test_non_finite_loss_names_iteration_and_loss():
         trainer.train()
 
 
-def test_grad_clipping_bounds_the_update():
+@pytest.mark.parametrize("amp", ["", "fp16"])
+def test_grad_clipping_bounds_the_update(amp):
     def huge(model, batch):
-        return {"loss": 1e4 * loss_fn(model, batch)["loss_cls"]}
+        return {"loss": 100 * loss_fn(model, batch)["loss_cls"]}
 
-    model, _, trainer = _plain_trainer(huge, max_iter=1, clip_grad_norm=0.01, lr=1.0)
+    # fp16: the gradients are unscaled before clipping (clipping the 8x scaled ones would give a step of 0.01 / 8)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0) if amp else None
+    model, _, trainer = _plain_trainer(huge, max_iter=1, clip_grad_norm=0.01, lr=1.0, amp=amp, grad_scaler=scaler)
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     trainer.train()
     after = torch.cat([p.detach().flatten() for p in model.parameters()])

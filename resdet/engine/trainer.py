@@ -176,9 +176,16 @@ class Trainer:
         finally:
             if not completed:
                 logger.error("Training stopped during iteration %d", self.iter)
-            self._call_hooks("after_train")
-            if self.writer is not None:
-                self.writer.close()
+            try:
+                self._call_hooks("after_train")
+            except Exception:
+                if completed:
+                    raise
+                # Keep the error that stopped training as the one the user sees.
+                logger.exception("A hook failed in after_train while training was stopping")
+            finally:
+                if self.writer is not None:
+                    self.writer.close()
 
     def run_step(self) -> None:
         start = time.perf_counter()

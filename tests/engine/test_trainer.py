@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from resdet.engine import MetricWriter, Trainer, load_checkpoint, read_metrics
+from resdet.engine import HookBase, MetricWriter, Trainer, load_checkpoint, read_metrics
 from resdet.engine.hooks import EvalHook, MetricsLogger
 
 from .tiny_run import KillAt, TinyNet, dataset, loss_fn, make_cfg, run
@@ -97,7 +97,12 @@ def test_non_finite_loss_names_iteration_and_loss():
         out["loss_box"] = out["loss_cls"] * (float("nan") if trainer.iter == 3 else 1.0)
         return out
 
-    _, _, trainer = _plain_trainer(bad_loss, max_iter=8)
+    class BrokenAfterTrain(HookBase):
+        def after_train(self):
+            raise OSError("cannot draw")
+
+    _, _, trainer = _plain_trainer(bad_loss, max_iter=8, hooks=[BrokenAfterTrain()])
+    # the error that stopped training is the one reported, not the hook's during clean-up
     with pytest.raises(FloatingPointError, match=r"non-finite at iteration 3: loss_box=nan"):
         trainer.train()
 

@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 def default_setup(cfg, distributed: bool = True) -> Tuple[Any, torch.device]:
     """Join torchrun's process group (if any), create OUTPUT_DIR, set up logging, seed every RNG,
-    and save the resolved config as OUTPUT_DIR/config.yaml. Returns (cfg, device).
+    choose deterministic kernels (CUDNN_DETERMINISTIC) and TF32 matmuls (SOLVER.ALLOW_TF32), and save
+    the resolved config as OUTPUT_DIR/config.yaml. Returns (cfg, device).
 
     A negative SEED is drawn once on rank 0, shared with every rank, and recorded in the returned
     config (and config.yaml). Each process seeds with SEED + rank, so data augmentation differs
@@ -60,6 +61,7 @@ def default_setup(cfg, distributed: bool = True) -> Tuple[Any, torch.device]:
     seed = broadcast_object(seed_all(cfg.SEED) if rank == 0 else None)
     seed_all(seed + rank)
     set_deterministic(cfg.CUDNN_DETERMINISTIC)
+    torch.set_float32_matmul_precision("high" if cfg.SOLVER.ALLOW_TF32 else "highest")
     if seed != cfg.SEED:
         was_frozen = cfg.is_frozen()
         cfg = cfg.clone()

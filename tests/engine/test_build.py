@@ -21,6 +21,8 @@ def test_default_setup_records_a_drawn_seed(tmp_path):
     saved = load_config(str(tmp_path / "config.yaml"))
     assert saved.SEED == out.SEED  # the run can be repeated from its config.yaml
     assert "world size 1, rank 0, device cpu, seed" in (tmp_path / "log.txt").read_text()
+    assert torch.get_float32_matmul_precision() == "high"  # SOLVER.ALLOW_TF32 defaults to True
+    torch.set_float32_matmul_precision("highest")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when there is no GPU")

@@ -75,6 +75,15 @@ class MaskHead(nn.Module):
         return self.predictor(F.relu(self.deconv(x)))
 
 
+def _pad_replicate(x: Tensor, h: int, w: int) -> Tensor:
+    """Pad [G, 1, h', w'] at the bottom/right to [G, 1, h, w] by repeating the last row/column."""
+    if x.shape[-2:] == (h, w):
+        return x
+    if x.shape[0] == 0:
+        return x.new_zeros((0, 1, h, w))
+    return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]), mode="replicate")
+
+
 class StandardROIHeads(nn.Module):
     """Sample RoIs from the proposals (+ ground truth), pool, classify and regress; optionally masks."""
 
@@ -171,9 +180,7 @@ class StandardROIHeads(nn.Module):
         first = torch.cumsum(counts, 0) - counts
         h = max(m.shape[-2] for m in masks)
         w = max(m.shape[-1] for m in masks)
-        stacked = torch.cat([F.pad(m[:, None].float(), (0, w - m.shape[-1], 0, h - m.shape[-2]), mode="replicate")
-                             if m.shape[0] and (m.shape[-2] != h or m.shape[-1] != w) else m[:, None].float()
-                             for m in masks])
+        stacked = torch.cat([_pad_replicate(m[:, None].float(), h, w) for m in masks])
         rois = torch.cat([(first[img] + gt_idx)[:, None].to(boxes.dtype), boxes], 1)
         aligned = self.mask_pooler.aligned
         return roi_align(stacked, rois, (size, size), 1.0, 0, aligned)[:, 0]

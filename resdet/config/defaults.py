@@ -8,6 +8,7 @@ into plain keyword arguments.
 from .config import CfgNode as CN
 
 _C = CN()
+# Version of this config layout, so that old files can be recognised if the layout ever changes.
 _C.VERSION = 1
 
 # ----------------------------------------------------------------------------------------------------
@@ -160,7 +161,8 @@ _C.SOLVER.REFERENCE_WORLD_BATCH = 0
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.NESTEROV = False
 _C.SOLVER.WEIGHT_DECAY = 1e-4
-# Weight decay on norm layers' affine parameters (0.0: none, as Detectron2 does by default).
+# Weight decay on norm layers' affine parameters and on all biases (0.0: none, as Detectron2 and timm
+# do by default; the paper's Caffe recipe decays everything, i.e. set it equal to WEIGHT_DECAY).
 _C.SOLVER.WEIGHT_DECAY_NORM = 0.0
 # Total images per step over all processes (each process takes IMS_PER_BATCH / world size).
 _C.SOLVER.IMS_PER_BATCH = 16
@@ -176,8 +178,16 @@ _C.SOLVER.WARMUP_FACTOR = 1.0 / 1000
 _C.SOLVER.WARMUP_ITERS = 1000
 # "linear" ramps up; "constant" holds BASE_LR * WARMUP_FACTOR (the paper's 0.01 start for ResNet-110).
 _C.SOLVER.WARMUP_METHOD = "linear"
-# Save a checkpoint every this many iterations (and always at the end).
+# Save a checkpoint every this many iterations (and always at the end); 0: only at the end.
 _C.SOLVER.CHECKPOINT_PERIOD = 5000
+# --- engine (resdet/engine) keys ---
+# Keep only the newest this many periodic checkpoints (model_<iter>.pth); the final one is always kept.
+# 0 keeps them all.
+_C.SOLVER.CHECKPOINT_MAX_KEEP = 3
+# AdamW's (beta1, beta2); ignored by SGD.
+_C.SOLVER.ADAMW_BETAS = (0.9, 0.999)
+# WarmupCosineLR decays to BASE_LR * COSINE_END_FACTOR at MAX_ITER (0.0: to zero).
+_C.SOLVER.COSINE_END_FACTOR = 0.0
 # Gradient clipping by global norm; 0 disables it.
 _C.SOLVER.CLIP_GRAD_NORM = 0.0
 # Mixed precision: "" (float32), "fp16" (with a gradient scaler) or "bf16".

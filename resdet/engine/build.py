@@ -1,0 +1,174 @@
+"""Config -> engine objects, so that tools/train_cls.py and tools/train_det.py stay thin.
+
+A training script is, in order:
+
+    cfg, device = default_setup(cfg)                        # torchrun/DDP, output dir, logger, seed, config.yaml
+    model = prepare_model(build_my_model(cfg), cfg, device)  # device, channels_last, DDP, torch.compile
+    state = build_training_state(cfg, model, resume=args.resume)   # optimizer, lr schedule, scaler,
+                                                             # checkpointer; resumed or MODEL.WEIGHTS loaded
+    sampler = InfiniteSampler(len(dataset), seed=cfg.SEED, start=state.start_iter * cfg.SOLVER.IMS_PER_BATCH)
+    loader = DataLoader(dataset, batch_size=per_process_batch(cfg), sampler=sampler, ...)
+    trainer = build_trainer(cfg, model, loader, state, loss_fn=..., eval_fn=..., sampler=sampler)
+    trainer.train()
+    cleanup()
+
+`build_trainer` registers, in this order: MetricsLogger(LOG_PERIOD), PeriodicCheckpointer
+(CHECKPOINT_PERIOD, storing the sampler position when a sampler is given), EvalHook(TEST.EVAL_PERIOD)
+when an eval_fn is given, and a tqdm progress bar.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..config.config import save_config
+from ..utils.env import get_device, seed_all, set_deterministic
+from .checkpoint import Checkpointer
+from .distributed import broadcast_object, get_rank, get_world_size, init_distributed, wrap_model
+from .hooks import EvalHook, MetricsLogger, PeriodicCheckpointer, ProgressHook
+from .logging import MetricWriter, setup_logger
+from .schedules import build_lr_scheduler, build_optimizer
+from .trainer import HookBase, Trainer
+
+__all__ = ["default_setup", "per_process_batch", "prepare_model", "TrainingState", "build_training_state", "build_trainer"]
+
+logger = logging.getLogger(__name__)
+
+
+def default_setup(cfg, distributed: bool = True) -> Tuple[Any, torch.device]:
+    """Join torchrun's process group (if any), create OUTPUT_DIR, set up logging, seed every RNG,
+    and save the resolved config as OUTPUT_DIR/config.yaml. Returns (cfg, device).
+
+    A negative SEED is drawn once on rank 0, shared with every rank, and recorded in the returned
+    config (and config.yaml). Each process seeds with SEED + rank, so data augmentation differs
+    between processes while the run stays reproducible; DDP copies rank 0's initial weights anyway.
+    """
+    # The device is checked first, so that "cuda" without a GPU fails with a clear message.
+    device = get_device(cfg.MODEL.DEVICE, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    if distributed:
+        init_distributed(device_type=device.type)
+    rank = get_rank()
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    log = setup_logger(cfg.OUTPUT_DIR, rank=rank)
+    seed = broadcast_object(seed_all(cfg.SEED) if rank == 0 else None)
+    seed_all(seed + rank)
+    set_deterministic(cfg.CUDNN_DETERMINISTIC)
+    if seed != cfg.SEED:
+        was_frozen = cfg.is_frozen()
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.SEED = seed
+        if was_frozen:
+            cfg.freeze()
+    if rank == 0:
+        save_config(cfg, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    log.info("world size %d, rank %d, device %s, seed %d, torch %s", get_world_size(), rank, device, seed,
+             torch.__version__)
+    return cfg, device
+
+
+def per_process_batch(cfg) -> int:
+    """SOLVER.IMS_PER_BATCH (the global batch) split over the processes; it must divide evenly."""
+    total, world = cfg.SOLVER.IMS_PER_BATCH, get_world_size()
+    if total <= 0 or total % world:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH={total} must be a positive multiple of the number of processes ({world})")
+    return total // world
+
+
+def prepare_model(model: nn.Module, cfg, device: torch.device) -> nn.Module:
+    """Move to `device`, convert to channels_last (SOLVER.CHANNELS_LAST), wrap in DDP when distributed,
+    and torch.compile (SOLVER.COMPILE). The memory format is changed before DDP builds its buckets."""
+    model = model.to(device)
+    if cfg.SOLVER.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
+    model = wrap_model(model, device)
+    if cfg.SOLVER.COMPILE:
+        model = torch.compile(model)
+    return model
+
+
+@dataclasses.dataclass
+class TrainingState:
+    """What `build_training_state` made, and where training starts."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Optional[torch.amp.GradScaler]
+    checkpointer: Checkpointer
+    start_iter: int = 0
+    resumed: Dict[str, Any] = dataclasses.field(default_factory=dict)  # the checkpoint's other entries
+
+    @property
+    def sampler_state(self) -> Optional[Dict[str, Any]]:
+        return self.resumed.get("sampler")
+
+
+def build_training_state(cfg, model: nn.Module, resume: bool = False, **extra_objects: Any) -> TrainingState:
+    """Optimizer, lr scheduler, grad scaler (fp16 only) and checkpointer for `model`; then resume from
+    the newest checkpoint in OUTPUT_DIR (with `resume`) or load MODEL.WEIGHTS into the model.
+
+    `extra_objects` (anything with state_dict/load_state_dict, e.g. an EMA model) are checkpointed
+    and restored with the rest.
+    """
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    device_type = next(model.parameters()).device.type
+    scaler = torch.amp.GradScaler(device_type) if cfg.SOLVER.AMP == "fp16" else None
+    checkpointer = Checkpointer(cfg.OUTPUT_DIR, model, optimizer, scheduler, scaler,
+                                max_keep=cfg.SOLVER.CHECKPOINT_MAX_KEEP, config=cfg, **extra_objects)
+    resumed = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    start_iter = int(resumed.get("iteration", 0))
+    if start_iter > cfg.SOLVER.MAX_ITER:
+        raise ValueError(f"Resumed at iteration {start_iter}, beyond SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}")
+    return TrainingState(optimizer, scheduler, scaler, checkpointer, start_iter, resumed)
+
+
+def build_trainer(
+    cfg,
+    model: nn.Module,
+    data_loader,
+    state: TrainingState,
+    *,
+    loss_fn: Optional[Callable] = None,
+    eval_fn: Optional[Callable[[], Dict[str, Any]]] = None,
+    sampler: Optional[Any] = None,
+    device: Optional[torch.device] = None,
+    extra_hooks: Sequence[HookBase] = (),
+    progress_bar: bool = True,
+) -> Trainer:
+    """A Trainer with the standard hooks, configured from cfg.SOLVER / TEST / LOG_PERIOD."""
+    extra_fn = None
+    if sampler is not None:
+        global_batch = cfg.SOLVER.IMS_PER_BATCH
+
+        def extra_fn(next_iter: int) -> Dict[str, Any]:
+            return {"sampler": sampler.state_dict(consumed=next_iter * global_batch)}
+
+    hooks = [MetricsLogger(cfg.LOG_PERIOD), PeriodicCheckpointer(state.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, extra_fn)]
+    if eval_fn is not None:
+        hooks.append(EvalHook(cfg.TEST.EVAL_PERIOD, eval_fn))
+    hooks.extend(extra_hooks)
+    if progress_bar:
+        hooks.append(ProgressHook())
+    return Trainer(
+        model,
+        state.optimizer,
+        data_loader,
+        max_iter=cfg.SOLVER.MAX_ITER,
+        start_iter=state.start_iter,
+        loss_fn=loss_fn,
+        scheduler=state.scheduler,
+        amp=cfg.SOLVER.AMP,
+        grad_scaler=state.scaler,
+        channels_last=cfg.SOLVER.CHANNELS_LAST,
+        clip_grad_norm=cfg.SOLVER.CLIP_GRAD_NORM,
+        device=device,
+        hooks=hooks,
+        writer=MetricWriter(cfg.OUTPUT_DIR, start_iter=state.start_iter),
+        rng_state=state.resumed.get("rng"),
+    )

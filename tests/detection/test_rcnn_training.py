@@ -7,7 +7,6 @@ import torch
 
 from resdet.config import load_config
 from resdet.detection import build_detection_model
-from tests.detection.backbone_stand_in import make_backbone
 
 LOSS_NAMES = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}
 
@@ -25,10 +24,13 @@ def _target(h, w, boxes, labels):
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
+    # built from the config alone (backbone from the registry); ResNet-18 keeps the CPU test short
     cfg = load_config("configs/Base-RCNN-FPN.yaml", [
-        "MODEL.MASK_ON", True, "MODEL.ROI_HEADS.NUM_CLASSES", 3, "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 500,
-        "MODEL.RPN.POST_NMS_TOPK_TRAIN", 200, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 64])
-    return build_detection_model(cfg, backbone=make_backbone(freeze_at=2)).train()
+        "MODEL.BACKBONE.NAME", "resnet18", "MODEL.MASK_ON", True, "MODEL.ROI_HEADS.NUM_CLASSES", 3,
+        "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 500, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 200,
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 64])
+    assert cfg.MODEL.BACKBONE.FREEZE_AT == 2 and cfg.MODEL.BACKBONE.NORM == "FrozenBN"
+    return build_detection_model(cfg).train()
 
 
 @pytest.fixture(scope="module")

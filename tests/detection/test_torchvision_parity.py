@@ -14,7 +14,7 @@ import torchvision
 from resdet.config import load_config
 from resdet.detection import build_detection_model
 from tools.convert_weights import convert_torchvision_detection
-from tests.detection.backbone_stand_in import make_backbone
+from tests.detection.backbones_for_tests import make_backbone
 
 K = 4
 TOPK = 200  # RPN proposals (both models), fewer than the preset's 1000 to keep the CPU test short

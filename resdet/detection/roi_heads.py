@@ -163,8 +163,8 @@ class StandardROIHeads(nn.Module):
         loss_cls = F.cross_entropy(logits, cls)
         rows = fg.nonzero().squeeze(1)
         targets = self.box_coder.encode(gt.boxes[img[rows], gt_idx[rows]], boxes[rows])
-        pred = deltas.view(deltas.shape[0], -1, 4)[rows, cls[rows]]
-        loss_box = F.smooth_l1_loss(pred, targets.to(pred.dtype), beta=self.smooth_l1_beta,
+        pred = deltas.view(deltas.shape[0], -1, 4)[rows, cls[rows]].float()
+        loss_box = F.smooth_l1_loss(pred, targets, beta=self.smooth_l1_beta,
                                     reduction="sum") / max(cls.numel(), 1)
         return {"loss_classifier": loss_cls, "loss_box_reg": loss_box}
 
@@ -211,7 +211,7 @@ class StandardROIHeads(nn.Module):
         boxes = proposals[img, idx]
         logits, deltas = self.box_predictor(self.box_head(self.box_pooler(feats, boxes, img)))
         det_boxes, scores, labels, det_valid = select_detections(
-            logits, deltas, boxes, img, image_sizes, self.box_coder, self.score_thresh, self.nms_thresh,
+            logits.float(), deltas.float(), boxes, img, image_sizes, self.box_coder, self.score_thresh, self.nms_thresh,
             self.detections_per_image)
         result = {"boxes": det_boxes, "scores": scores, "labels": labels, "valid": det_valid}
         if self.mask_on:
@@ -221,6 +221,6 @@ class StandardROIHeads(nn.Module):
                 mask_logits = self.mask_head(self.mask_pooler(feats, det_boxes[d_img, d_idx], d_img))
                 lab = labels[d_img, d_idx]
                 picked = mask_logits[torch.arange(lab.numel(), device=lab.device), lab]
-                probs[d_img, d_idx] = torch.sigmoid(picked)[:, None].to(probs.dtype)
+                probs[d_img, d_idx] = torch.sigmoid(picked.float())[:, None]
             result["mask_probs"] = probs  # [N, D, 1, M, M]; pasted into the image by the caller
         return result, {}

@@ -107,8 +107,8 @@ class RPN(nn.Module):
         for lvl, (lg, dl, an) in enumerate(zip(logits, deltas, anchors)):
             k = min(self.pre_nms_topk[self.training], lg.shape[1])
             top, idx = lg.topk(k, dim=1)
-            decoded = self.box_coder.decode(dl[rows, idx].reshape(-1, 4), an[idx].reshape(-1, 4))
-            scores.append(top)
+            decoded = self.box_coder.decode(dl[rows, idx].reshape(-1, 4).float(), an[idx].reshape(-1, 4))
+            scores.append(top.float())
             boxes.append(decoded.view(n, k, 4))
             levels.append(torch.full_like(idx, lvl))
         scores = torch.sigmoid(torch.cat(scores, 1))
@@ -133,6 +133,6 @@ class RPN(nn.Module):
                                                       reduction="sum") / num_sampled
         img, idx = pos.nonzero(as_tuple=True)
         targets = self.box_coder.encode(gt.boxes[img, matched[img, idx]], anchors[idx])
-        loss_box = F.smooth_l1_loss(deltas[img, idx], targets.to(deltas.dtype), beta=self.smooth_l1_beta,
+        loss_box = F.smooth_l1_loss(deltas[img, idx].float(), targets, beta=self.smooth_l1_beta,
                                     reduction="sum") / num_sampled
         return {"loss_objectness": loss_obj * self.loss_weight, "loss_rpn_box_reg": loss_box * self.loss_weight}

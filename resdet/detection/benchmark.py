@@ -8,6 +8,7 @@ candidate (score threshold 0) so both return 100 detections per image and mask p
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -94,7 +95,7 @@ def time_models(arch: str, height: int, width: int, batch: int, iters: int, warm
                 num_classes: int = 91, progress=None) -> List[Dict[str, object]]:
     """Rows {model, mode, img_per_s, s_per_iter, dets_per_image, peak_mem_gib} for ours and torchvision's.
 
-    The two models alternate iteration by iteration, so a change in machine load (a shared CPU) hits
+    Times are medians over `iters` steps. The two models alternate iteration by iteration, so a change in machine load (a shared CPU) hits
     both alike; peak memory is measured in a separate pass per model on CUDA.
     """
     ours, tv = build_pair(arch, height, width, num_classes, device)
@@ -110,7 +111,7 @@ def time_models(arch: str, height: int, width: int, batch: int, iters: int, warm
              "torchvision": _make_steps(tv, [im / 255 for im in images], targets, dtype, dev_type, dets["torchvision"])}
     rows = []
     for mode in ("train", "infer"):
-        elapsed = {name: 0.0 for name in models}
+        elapsed = {name: [] for name in models}
         peak = {}
         for name, model in models.items():  # warm-up, and the peak memory of one step
             model.train(mode == "train")
@@ -127,9 +128,9 @@ def time_models(arch: str, height: int, width: int, batch: int, iters: int, warm
                 start = time.perf_counter()
                 steps[name][mode]()
                 _sync(device)
-                elapsed[name] += time.perf_counter() - start
+                elapsed[name].append(time.perf_counter() - start)
         for name in models:
-            sec = elapsed[name] / iters
+            sec = statistics.median(elapsed[name])  # robust to a load spike on a shared machine
             row = {"arch": arch, "model": name, "mode": mode, "batch": batch, "size": f"{height}x{width}",
                    "amp": amp or "fp32", "s_per_iter": sec, "img_per_s": batch / sec,
                    "dets_per_image": dets[name][-1] if mode == "infer" else None, "peak_mem_gib": peak[name]}

@@ -7,10 +7,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
 
 from .anchors import AnchorGenerator
-from .box_ops import BoxCoder, aligned_iou, box_sizes_ok, clip_boxes, match_boxes, sample_balanced
+from .box_ops import BoxCoder, aligned_iou, box_sizes_ok, clip_boxes, grouped_nms, match_boxes, sample_balanced
 from .structures import GroundTruth, top_k_per_image
 
 __all__ = ["RPNHead", "RPN"]
@@ -119,7 +118,7 @@ class RPN(nn.Module):
         img, pos = keep.nonzero(as_tuple=True)
         flat_boxes, flat_scores = boxes[img, pos], scores[img, pos]
         # one NMS call for the batch: groups are (image, level), as torchvision's per-image loop does
-        kept = batched_nms(flat_boxes, flat_scores, img * len(anchors) + levels[img, pos], self.nms_thresh)
+        kept = grouped_nms(flat_boxes, flat_scores, img * len(anchors) + levels[img, pos], self.nms_thresh)
         return top_k_per_image(flat_boxes[kept], img[kept], n, self.post_nms_topk[self.training])
 
     def _losses(self, logits: Tensor, deltas: Tensor, anchors: Tensor, gt: GroundTruth) -> Dict[str, Tensor]:

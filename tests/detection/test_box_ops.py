@@ -109,3 +109,21 @@ def test_top_k_per_image_keeps_score_order():
     assert out[0, :, 0].tolist() == [1, 4, 8]
     assert out[1, :, 0].tolist() == [0, 2, 3]
     assert out[2, 0, 0].item() == 6
+
+
+@pytest.mark.parametrize("limit", [0, 50])
+def test_grouped_nms_equals_per_group_nms(limit):
+    from torchvision.ops import nms
+
+    from resdet.detection.box_ops import grouped_nms
+
+    g = torch.Generator().manual_seed(4)
+    boxes = _boxes(600, 60.0, g=g)
+    scores = torch.rand(600, generator=g)
+    groups = torch.randint(0, 37, (600,), generator=g)
+    kept = grouped_nms(boxes, scores, groups, 0.5, max_boxes_per_call=limit)  # 50: many packed calls
+    ref = torch.cat([torch.nonzero(groups == c).squeeze(1)[nms(boxes[groups == c], scores[groups == c], 0.5)]
+                     for c in range(37)])
+    ref = ref[torch.argsort(scores[ref], descending=True)]
+    assert torch.equal(kept, ref)
+    assert grouped_nms(boxes[:0], scores[:0], groups[:0], 0.5).numel() == 0

@@ -22,6 +22,12 @@ def assign_levels(boxes: Tensor, min_level: int, max_level: int, canonical_box_s
     return (lvl.clamp(min=min_level, max=max_level).to(torch.int64) - min_level)
 
 
+def _float(x: Tensor) -> Tensor:
+    """Pool in float32 with float32 box coordinates: half-precision coordinates are off by up to a pixel
+    at 1333 px (torchvision's autocast rule for roi_align casts to float32 too)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class ROIPooler(nn.Module):
     """RoIAlign over P2..P5 for boxes given as a flat list with their image index.
 
@@ -47,12 +53,13 @@ class ROIPooler(nn.Module):
     def forward(self, features: List[Tensor], boxes: Tensor, batch_idx: Tensor) -> Tensor:
         rois = torch.cat([batch_idx[:, None].to(boxes.dtype), boxes], dim=1)
         if len(features) == 1:
-            return roi_align(features[0], rois, self.output_size, self.scales[0], self.sampling_ratio, self.aligned)
+            return roi_align(_float(features[0]), rois.float(), self.output_size, self.scales[0], self.sampling_ratio,
+                             self.aligned).to(features[0].dtype)
         levels = assign_levels(boxes, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level)
         out = features[0].new_zeros((boxes.shape[0], features[0].shape[1]) + self.output_size)
         for lvl, (feat, scale) in enumerate(zip(features, self.scales)):
             idx = torch.nonzero(levels == lvl).squeeze(1)
             if idx.numel():
-                out[idx] = roi_align(feat, rois[idx].to(feat.dtype), self.output_size, scale,
+                out[idx] = roi_align(_float(feat), rois[idx].float(), self.output_size, scale,
                                      self.sampling_ratio, self.aligned).to(out.dtype)
         return out

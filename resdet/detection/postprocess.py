@@ -7,9 +7,8 @@ from typing import Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import batched_nms
 
-from .box_ops import BoxCoder, box_sizes_ok, clip_boxes
+from .box_ops import BoxCoder, box_sizes_ok, clip_boxes, grouped_nms
 from .structures import top_k_per_image
 
 __all__ = ["select_detections", "paste_masks", "scale_boxes"]
@@ -35,7 +34,7 @@ def select_detections(class_logits: Tensor, box_deltas: Tensor, proposals: Tenso
     keep = (scores > score_thresh) & box_sizes_ok(boxes, min_box_size)
     roi, cls = keep.nonzero(as_tuple=True)
     boxes, scores, labels, img = boxes[roi, cls], scores[roi, cls], labels[roi, cls], batch_idx[roi]
-    kept = batched_nms(boxes, scores, img * num_classes + labels, nms_thresh)
+    kept = grouped_nms(boxes, scores, img * num_classes + labels, nms_thresh)
     return _reorder(*top_k_per_image(boxes[kept], img[kept], num_images, topk, extra=(scores[kept], labels[kept])))
 
 

@@ -75,6 +75,15 @@ class MaskHead(nn.Module):
         return self.predictor(F.relu(self.deconv(x)))
 
 
+def _pad_replicate(x: Tensor, h: int, w: int) -> Tensor:
+    """Pad [G, 1, h', w'] at the bottom/right to [G, 1, h, w] by repeating the last row/column."""
+    if x.shape[-2:] == (h, w):
+        return x
+    if x.shape[0] == 0:
+        return x.new_zeros((0, 1, h, w))
+    return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]), mode="replicate")
+
+
 class StandardROIHeads(nn.Module):
     """Sample RoIs from the proposals (+ ground truth), pool, classify and regress; optionally masks."""
 
@@ -154,8 +163,8 @@ class StandardROIHeads(nn.Module):
         loss_cls = F.cross_entropy(logits, cls)
         rows = fg.nonzero().squeeze(1)
         targets = self.box_coder.encode(gt.boxes[img[rows], gt_idx[rows]], boxes[rows])
-        pred = deltas.view(deltas.shape[0], -1, 4)[rows, cls[rows]]
-        loss_box = F.smooth_l1_loss(pred, targets.to(pred.dtype), beta=self.smooth_l1_beta,
+        pred = deltas.view(deltas.shape[0], -1, 4)[rows, cls[rows]].float()
+        loss_box = F.smooth_l1_loss(pred, targets, beta=self.smooth_l1_beta,
                                     reduction="sum") / max(cls.numel(), 1)
         return {"loss_classifier": loss_cls, "loss_box_reg": loss_box}
 
@@ -171,9 +180,7 @@ class StandardROIHeads(nn.Module):
         first = torch.cumsum(counts, 0) - counts
         h = max(m.shape[-2] for m in masks)
         w = max(m.shape[-1] for m in masks)
-        stacked = torch.cat([F.pad(m[:, None].float(), (0, w - m.shape[-1], 0, h - m.shape[-2]), mode="replicate")
-                             if m.shape[0] and (m.shape[-2] != h or m.shape[-1] != w) else m[:, None].float()
-                             for m in masks])
+        stacked = torch.cat([_pad_replicate(m[:, None].float(), h, w) for m in masks])
         rois = torch.cat([(first[img] + gt_idx)[:, None].to(boxes.dtype), boxes], 1)
         aligned = self.mask_pooler.aligned
         return roi_align(stacked, rois, (size, size), 1.0, 0, aligned)[:, 0]
@@ -204,7 +211,7 @@ class StandardROIHeads(nn.Module):
         boxes = proposals[img, idx]
         logits, deltas = self.box_predictor(self.box_head(self.box_pooler(feats, boxes, img)))
         det_boxes, scores, labels, det_valid = select_detections(
-            logits, deltas, boxes, img, image_sizes, self.box_coder, self.score_thresh, self.nms_thresh,
+            logits.float(), deltas.float(), boxes, img, image_sizes, self.box_coder, self.score_thresh, self.nms_thresh,
             self.detections_per_image)
         result = {"boxes": det_boxes, "scores": scores, "labels": labels, "valid": det_valid}
         if self.mask_on:
@@ -214,6 +221,6 @@ class StandardROIHeads(nn.Module):
                 mask_logits = self.mask_head(self.mask_pooler(feats, det_boxes[d_img, d_idx], d_img))
                 lab = labels[d_img, d_idx]
                 picked = mask_logits[torch.arange(lab.numel(), device=lab.device), lab]
-                probs[d_img, d_idx] = torch.sigmoid(picked)[:, None].to(probs.dtype)
+                probs[d_img, d_idx] = torch.sigmoid(picked.float())[:, None]
             result["mask_probs"] = probs  # [N, D, 1, M, M]; pasted into the image by the caller
         return result, {}

@@ -7,10 +7,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
 
 from .anchors import AnchorGenerator
-from .box_ops import BoxCoder, aligned_iou, box_sizes_ok, clip_boxes, match_boxes, sample_balanced
+from .box_ops import BoxCoder, aligned_iou, box_sizes_ok, clip_boxes, grouped_nms, match_boxes, sample_balanced
 from .structures import GroundTruth, top_k_per_image
 
 __all__ = ["RPNHead", "RPN"]
@@ -107,8 +106,8 @@ class RPN(nn.Module):
         for lvl, (lg, dl, an) in enumerate(zip(logits, deltas, anchors)):
             k = min(self.pre_nms_topk[self.training], lg.shape[1])
             top, idx = lg.topk(k, dim=1)
-            decoded = self.box_coder.decode(dl[rows, idx].reshape(-1, 4), an[idx].reshape(-1, 4))
-            scores.append(top)
+            decoded = self.box_coder.decode(dl[rows, idx].reshape(-1, 4).float(), an[idx].reshape(-1, 4))
+            scores.append(top.float())
             boxes.append(decoded.view(n, k, 4))
             levels.append(torch.full_like(idx, lvl))
         scores = torch.sigmoid(torch.cat(scores, 1))
@@ -119,7 +118,7 @@ class RPN(nn.Module):
         img, pos = keep.nonzero(as_tuple=True)
         flat_boxes, flat_scores = boxes[img, pos], scores[img, pos]
         # one NMS call for the batch: groups are (image, level), as torchvision's per-image loop does
-        kept = batched_nms(flat_boxes, flat_scores, img * len(anchors) + levels[img, pos], self.nms_thresh)
+        kept = grouped_nms(flat_boxes, flat_scores, img * len(anchors) + levels[img, pos], self.nms_thresh)
         return top_k_per_image(flat_boxes[kept], img[kept], n, self.post_nms_topk[self.training])
 
     def _losses(self, logits: Tensor, deltas: Tensor, anchors: Tensor, gt: GroundTruth) -> Dict[str, Tensor]:
@@ -133,6 +132,6 @@ class RPN(nn.Module):
                                                       reduction="sum") / num_sampled
         img, idx = pos.nonzero(as_tuple=True)
         targets = self.box_coder.encode(gt.boxes[img, matched[img, idx]], anchors[idx])
-        loss_box = F.smooth_l1_loss(deltas[img, idx], targets.to(deltas.dtype), beta=self.smooth_l1_beta,
+        loss_box = F.smooth_l1_loss(deltas[img, idx].float(), targets, beta=self.smooth_l1_beta,
                                     reduction="sum") / num_sampled
         return {"loss_objectness": loss_obj * self.loss_weight, "loss_rpn_box_reg": loss_box * self.loss_weight}

@@ -55,7 +55,8 @@ class GroundTruth:
     @classmethod
     def from_targets(cls, targets: Sequence[Dict[str, Tensor]], device) -> "GroundTruth":
         n = len(targets)
-        g = max([int(t["boxes"].shape[0]) for t in targets] + [0])
+        # at least one (invalid) slot, so that indexing by a matched index works when no image has boxes
+        g = max([int(t["boxes"].shape[0]) for t in targets] + [1])
         boxes = torch.zeros((n, g, 4), dtype=torch.float32, device=device)
         labels = torch.zeros((n, g), dtype=torch.int64, device=device)
         valid = torch.zeros((n, g), dtype=torch.bool, device=device)

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
     from resdet.classification.train import evaluate_only, export_from_config, train_classifier
-    from resdet.engine.distributed import cleanup, init_distributed
+    from resdet.engine.distributed import cleanup
 
     if args.export_backbone:
         from resdet.classification.model import build_classifier
@@ -49,8 +49,7 @@ def main(argv=None) -> int:
         print(export_from_config(cfg, model, args.export_backbone))
         return 0
 
-    init_distributed(device_type="cuda" if cfg.MODEL.DEVICE.startswith("cuda") else "cpu")
-    try:
+    try:  # the engine's default_setup joins torchrun's process group, if any
         if args.eval_only:
             weights = cfg.MODEL.WEIGHTS
             if args.resume:

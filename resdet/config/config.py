@@ -62,8 +62,8 @@ class CfgNode(_FvCfgNode):
         except ValueError as e:
             raise ConfigError(f"In config file '{cfg_filename}': {e}") from e
 
-    def _check_known(self, other: _FvCfgNode, source: str, prefix: str = "") -> None:
-        valid = flatten_keys(self)
+    def _check_known(self, other: _FvCfgNode, source: str, prefix: str = "", valid=None) -> None:
+        valid = flatten_keys(self) if valid is None else valid
         for k, v in other.items():
             name = f"{prefix}{k}"
             if k not in self:
@@ -71,7 +71,7 @@ class CfgNode(_FvCfgNode):
             if isinstance(v, _FvCfgNode):
                 if not isinstance(self[k], _FvCfgNode):
                     raise ConfigError(f"Key '{name}' in {source} is a value, not a section")
-                type(self)._check_known(self[k], v, source, name + ".")
+                type(self)._check_known(self[k], v, source, name + ".", valid)
 
     def merge_from_list(self, cfg_list: Sequence) -> None:
         """`KEY VALUE` pairs from a command line; values are parsed as Python literals where they can be."""

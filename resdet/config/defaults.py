@@ -8,6 +8,7 @@ into plain keyword arguments.
 from .config import CfgNode as CN
 
 _C = CN()
+# Version of this config layout, so that old files can be recognised if the layout ever changes.
 _C.VERSION = 1
 
 # ----------------------------------------------------------------------------------------------------

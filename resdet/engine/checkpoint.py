@@ -199,7 +199,10 @@ class Checkpointer:
         data = load_checkpoint(path)
         state = data["model"] if isinstance(data.get("model"), dict) else data
         model = unwrap_model(self.model)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # shape mismatches are raised even with strict=False
+            raise CheckpointError(f"Checkpoint '{path}' does not fit {type(model).__name__}: {e}") from e
         if strict and (missing or unexpected):
             raise CheckpointError(
                 f"Checkpoint '{path}' does not fit {type(model).__name__}: missing keys {list(missing)[:10]}"

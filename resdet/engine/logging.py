@@ -144,7 +144,7 @@ class ProgressBar:
     def __init__(self, max_iter: int, start_iter: int = 0, enabled: Optional[bool] = None, desc: str = "train"):
         enabled = is_main_process() if enabled is None else enabled
         self._bar = tqdm(total=max_iter, initial=start_iter, desc=desc, dynamic_ncols=True, disable=not enabled,
-                         smoothing=0.05)
+                         smoothing=0.05, mininterval=1.0)  # at most one refresh a second in log files
 
     def update(self, n: int = 1, **postfix: float) -> None:
         if postfix:

@@ -117,3 +117,11 @@ def test_dangling_pointer_is_an_error(tmp_path):
     os.remove(path)
     with pytest.raises(CheckpointError, match="last_checkpoint' names 'model_0000001.pth', which does not exist"):
         ck.latest()
+
+
+def test_shape_mismatch_names_the_file(tmp_path):
+    model, _, _ = _objects()
+    path = Checkpointer(str(tmp_path), model).save("model_0000001", iteration=1)
+    wider = nn.Sequential(nn.Linear(4, 9), nn.BatchNorm1d(9), nn.Linear(9, 2))
+    with pytest.raises(CheckpointError, match=r"(?s)model_0000001\.pth' does not fit Sequential: .*size mismatch for 0.weight"):
+        Checkpointer(str(tmp_path), wider).load_model(path)

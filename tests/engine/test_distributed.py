@@ -1,5 +1,6 @@
 """A real two-process DDP run over gloo on CPU, compared with one process and the same global batch."""
 import os
+import shutil
 import socket
 
 import pytest
@@ -48,6 +49,19 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     ddp_losses = [r["loss_cls"] for r in read_metrics(str(tmp_path / "ddp" / "metrics.jsonl")) if "loss_cls" in r]
     one_losses = [r["loss_cls"] for r in read_metrics(str(tmp_path / "one" / "metrics.jsonl")) if "loss_cls" in r]
     assert len(ddp_losses) == 6 and ddp_losses == pytest.approx(one_losses, abs=1e-6)
+    # resume the two-process checkpoint at iteration 3 with ONE process (same global batch): the sampler
+    # position counts global images, so the data and the result are the same again
+    resume_dir = tmp_path / "resume_one"
+    resume_dir.mkdir()
+    shutil.copy(tmp_path / "ddp" / "model_0000003.pth", resume_dir / "model_0000003.pth")
+    (resume_dir / "last_checkpoint").write_text("model_0000003.pth\n")
+    resumed, trainer, state = run(make_cfg(resume_dir, MAX_ITER=6, STEPS=(4,), CHECKPOINT_PERIOD=3), resume=True,
+                                  dropout=0.0)
+    assert state.start_iter == 3 and state.sampler_state["position"] == 3 * 8
+    assert state.resumed["rng"] is None  # saved by 2 processes: not restorable in 1 (a warning says so)
+    for name, ref in one.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], ref, rtol=0, atol=1e-6, msg=name)
+
     # rank 0 logs progress; rank 1 only warnings (here none: STEPS lies inside MAX_ITER)
     assert "iter 6/6" in (tmp_path / "ddp" / "log.txt").read_text()
     assert (tmp_path / "ddp" / "log.rank1.txt").read_text() == ""

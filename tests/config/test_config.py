@@ -1,0 +1,57 @@
+import pytest
+
+from resdet.config import ConfigError, flatten_keys, get_cfg, load_config, save_config
+
+
+def test_base_inheritance_and_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text("SOLVER:\n  BASE_LR: 0.02\n  STEPS: (60, 80)\nMODEL:\n  MASK_ON: True\n")
+    (tmp_path / "leaf.yaml").write_text("_BASE_: base.yaml\nSOLVER:\n  MAX_ITER: 100\n")
+    cfg = load_config(str(tmp_path / "leaf.yaml"), ["SOLVER.BASE_LR", "0.01", "OUTPUT_DIR", "/tmp/x"])
+    assert cfg.SOLVER.BASE_LR == 0.01 and cfg.SOLVER.MAX_ITER == 100 and cfg.SOLVER.STEPS == (60, 80)
+    assert cfg.MODEL.MASK_ON is True and cfg.OUTPUT_DIR == "/tmp/x"
+    with pytest.raises(Exception):
+        cfg.SOLVER.BASE_LR = 1.0  # frozen
+
+
+def test_misspelled_key_suggests_closest(tmp_path):
+    with pytest.raises(ConfigError, match=r"SOLVER\.BASE_LR"):
+        load_config(None, ["SOLVER.BASELR", "0.1"])
+    (tmp_path / "bad.yaml").write_text("MODEL:\n  BACKBONE:\n    NAEM: resnet50\n")
+    with pytest.raises(ConfigError, match=r"MODEL\.BACKBONE\.NAEM.*bad\.yaml.*MODEL\.BACKBONE\.NAME"):
+        load_config(str(tmp_path / "bad.yaml"))
+
+
+def test_wrong_type_and_missing_file_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="SOLVER.MAX_ITER"):
+        load_config(None, ["SOLVER.MAX_ITER", "many"])
+    with pytest.raises(ConfigError, match="nowhere.yaml"):
+        load_config(str(tmp_path / "nowhere.yaml"))
+    (tmp_path / "leaf.yaml").write_text("_BASE_: missing_base.yaml\n")
+    with pytest.raises(ConfigError, match="missing_base.yaml"):
+        load_config(str(tmp_path / "leaf.yaml"))
+    (tmp_path / "typed.yaml").write_text("SOLVER:\n  MAX_ITER: ten\n")
+    with pytest.raises(ConfigError, match="MAX_ITER"):
+        load_config(str(tmp_path / "typed.yaml"))
+    with pytest.raises(ConfigError, match="pairs"):
+        load_config(None, ["SOLVER.MAX_ITER"])
+
+
+def test_saved_config_is_complete_and_reloads(tmp_path):
+    cfg = load_config(None, ["SEED", "7"])
+    path = save_config(cfg, str(tmp_path / "run" / "config.yaml"))
+    again = load_config(path)
+    assert again.SEED == 7 and flatten_keys(again) == flatten_keys(get_cfg())
+
+
+def test_every_default_key_is_commented():
+    import inspect
+
+    from resdet.config import defaults
+
+    src = inspect.getsource(defaults).splitlines()
+    for i, line in enumerate(src):
+        if line.startswith("_C.") and " = CN()" not in line:
+            j = i - 1  # the comment may sit above a run of related keys
+            while j >= 0 and src[j].startswith("_C.") and " = CN()" not in src[j]:
+                j -= 1
+            assert src[j].lstrip().startswith("#"), f"undocumented key: {line}"

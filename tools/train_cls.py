@@ -28,8 +28,9 @@ def parse_args(argv=None):
     p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS (or, with --resume, the newest checkpoint)")
     p.add_argument("--export-backbone", metavar="PATH", default="",
                    help="write the backbone of MODEL.WEIGHTS for train_det (MODEL.BACKBONE.WEIGHTS) and exit")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    return p.parse_args(argv)
+    p.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
+    # Intermixed: options may come before, between or after the KEY VALUE pairs.
+    return p.parse_intermixed_args(argv)
 
 
 def main(argv=None) -> int:

@@ -117,6 +117,10 @@ _C.SOLVER.CHECKPOINT_MAX_KEEP = 3
 _C.SOLVER.ADAMW_BETAS = (0.9, 0.999)
 # WarmupCosineLR decays to BASE_LR * COSINE_END_FACTOR at MAX_ITER (0.0: to zero).
 _C.SOLVER.COSINE_END_FACTOR = 0.0
+# Let float32 matrix multiplications use TF32 tensor cores on Ampere and newer GPUs (much faster fully
+# connected layers; 10-bit mantissa inputs, fp32 accumulation). cuDNN convolutions use TF32 by default
+# in PyTorch either way. False: full-precision float32 matmuls.
+_C.SOLVER.ALLOW_TF32 = True
 # Gradient clipping by global norm; 0 disables it.
 _C.SOLVER.CLIP_GRAD_NORM = 0.0
 # Mixed precision: "" (float32), "fp16" (with a gradient scaler) or "bf16".

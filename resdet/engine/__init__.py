@@ -21,6 +21,7 @@ from .distributed import (
 )
 from .hooks import EvalHook, MetricsLogger, PeriodicCheckpointer, ProgressHook, flatten_results
 from .logging import MetricWriter, ProgressBar, read_metrics, setup_logger
+from .plots import PlotHook, plot_training_curves
 from .schedules import (
     WarmupCosineLR,
     WarmupMultiStepLR,

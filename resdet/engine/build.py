@@ -14,7 +14,8 @@ A training script is, in order:
 
 `build_trainer` registers, in this order: MetricsLogger(LOG_PERIOD), PeriodicCheckpointer
 (CHECKPOINT_PERIOD, storing the sampler position when a sampler is given), EvalHook(TEST.EVAL_PERIOD)
-when an eval_fn is given, and a tqdm progress bar.
+when an eval_fn is given, your `extra_hooks`, PlotHook (OUTPUT_DIR/training_curves.png at each
+checkpoint and at the end) and a tqdm progress bar.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from .checkpoint import Checkpointer
 from .distributed import broadcast_object, get_rank, get_world_size, init_distributed, wrap_model
 from .hooks import EvalHook, MetricsLogger, PeriodicCheckpointer, ProgressHook
 from .logging import MetricWriter, setup_logger
+from .plots import PlotHook
 from .schedules import build_lr_scheduler, build_optimizer
 from .trainer import HookBase, Trainer
 
@@ -42,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 def default_setup(cfg, distributed: bool = True) -> Tuple[Any, torch.device]:
     """Join torchrun's process group (if any), create OUTPUT_DIR, set up logging, seed every RNG,
-    and save the resolved config as OUTPUT_DIR/config.yaml. Returns (cfg, device).
+    choose deterministic kernels (CUDNN_DETERMINISTIC) and TF32 matmuls (SOLVER.ALLOW_TF32), and save
+    the resolved config as OUTPUT_DIR/config.yaml. Returns (cfg, device).
 
     A negative SEED is drawn once on rank 0, shared with every rank, and recorded in the returned
     config (and config.yaml). Each process seeds with SEED + rank, so data augmentation differs
@@ -58,6 +61,7 @@ def default_setup(cfg, distributed: bool = True) -> Tuple[Any, torch.device]:
     seed = broadcast_object(seed_all(cfg.SEED) if rank == 0 else None)
     seed_all(seed + rank)
     set_deterministic(cfg.CUDNN_DETERMINISTIC)
+    torch.set_float32_matmul_precision("high" if cfg.SOLVER.ALLOW_TF32 else "highest")
     if seed != cfg.SEED:
         was_frozen = cfg.is_frozen()
         cfg = cfg.clone()
@@ -153,6 +157,7 @@ def build_trainer(
     if eval_fn is not None:
         hooks.append(EvalHook(cfg.TEST.EVAL_PERIOD, eval_fn))
     hooks.extend(extra_hooks)
+    hooks.append(PlotHook(cfg.OUTPUT_DIR, period=cfg.SOLVER.CHECKPOINT_PERIOD))  # after eval: draws its results
     if progress_bar:
         hooks.append(ProgressHook())
     return Trainer(

@@ -116,9 +116,9 @@ class MetricWriter:
         """One JSON line with "iteration" and the scalars; each scalar also as a TensorBoard point."""
         if not self.enabled:
             return
+        values = {name: _scalar(name, value) for name, value in scalars.items()}  # all checked before any write
         record = {"iteration": int(iteration)}
-        for name, value in scalars.items():
-            v = _scalar(name, value)
+        for name, v in values.items():
             record[name] = v if math.isfinite(v) else str(v)  # JSON has no NaN/inf
             if self._tb is not None:
                 self._tb.add_scalar(name, v, int(iteration))
@@ -141,10 +141,12 @@ class MetricWriter:
 class ProgressBar:
     """tqdm over [start_iter, max_iter): its rate and ETA count only the iterations this run did."""
 
-    def __init__(self, max_iter: int, start_iter: int = 0, enabled: Optional[bool] = None, desc: str = "train"):
+    def __init__(self, max_iter: int, start_iter: int = 0, enabled: Optional[bool] = None, desc: str = "train",
+                 file=None, mininterval: float = 1.0):
         enabled = is_main_process() if enabled is None else enabled
+        # mininterval: at most one refresh a second, so redirected output stays readable
         self._bar = tqdm(total=max_iter, initial=start_iter, desc=desc, dynamic_ncols=True, disable=not enabled,
-                         smoothing=0.05, mininterval=1.0)  # at most one refresh a second in log files
+                         smoothing=0.05, mininterval=mininterval, file=file)
 
     def update(self, n: int = 1, **postfix: float) -> None:
         if postfix:

@@ -23,6 +23,7 @@ the step sees the same random numbers as in an uninterrupted run.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
@@ -176,9 +177,16 @@ class Trainer:
         finally:
             if not completed:
                 logger.error("Training stopped during iteration %d", self.iter)
-            self._call_hooks("after_train")
-            if self.writer is not None:
-                self.writer.close()
+            try:
+                self._call_hooks("after_train")
+            except Exception:
+                if completed:
+                    raise
+                # Keep the error that stopped training as the one the user sees.
+                logger.exception("A hook failed in after_train while training was stopping")
+            finally:
+                if self.writer is not None:
+                    self.writer.close()
 
     def run_step(self) -> None:
         start = time.perf_counter()
@@ -217,11 +225,11 @@ class Trainer:
             with warnings.catch_warnings():
                 # After a step the GradScaler skipped, torch warns that the scheduler steps "before
                 # optimizer.step()"; the schedule counts iterations, so that is intended.
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
                 self.scheduler.step()
 
-        # One device->host copy for all losses (a single sync per step), after the step has been queued
-        # so the GPU is never idle waiting for it. A non-finite loss stops training here.
+        # One device->host copy for all losses and the grad norm (a single sync per step), made after the
+        # whole step is queued so that the wait overlaps the GPU's work. A non-finite loss stops training.
         names = list(loss_dict)
         scalars = [loss_dict[k].detach().float().reshape(()) for k in names]
         if grad_norm is not None:

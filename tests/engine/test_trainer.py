@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from resdet.engine import MetricWriter, Trainer, load_checkpoint, read_metrics
+from resdet.engine import HookBase, MetricWriter, Trainer, load_checkpoint, read_metrics
 from resdet.engine.hooks import EvalHook, MetricsLogger
 
 from .tiny_run import KillAt, TinyNet, dataset, loss_fn, make_cfg, run
@@ -78,6 +78,8 @@ def test_eval_hook_results_go_to_metrics(tmp_path):
     assert [(r["iteration"], r["top1"], r["bbox/AP"]) for r in evals] == [(4, 1.5, 12.5), (8, 2.5, 12.5), (10, 3.5, 12.5)]
     assert all("bbox/per_class" not in r for r in evals)
     assert trainer.model.training  # back in train mode after evaluation
+    png = (tmp_path / "training_curves.png").read_bytes()  # losses, lr and the evaluation results
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
 
 
 def _plain_trainer(loss_fn, **kw):
@@ -95,16 +97,24 @@ def test_non_finite_loss_names_iteration_and_loss():
         out["loss_box"] = out["loss_cls"] * (float("nan") if trainer.iter == 3 else 1.0)
         return out
 
-    _, _, trainer = _plain_trainer(bad_loss, max_iter=8)
+    class BrokenAfterTrain(HookBase):
+        def after_train(self):
+            raise OSError("cannot draw")
+
+    _, _, trainer = _plain_trainer(bad_loss, max_iter=8, hooks=[BrokenAfterTrain()])
+    # the error that stopped training is the one reported, not the hook's during clean-up
     with pytest.raises(FloatingPointError, match=r"non-finite at iteration 3: loss_box=nan"):
         trainer.train()
 
 
-def test_grad_clipping_bounds_the_update():
+@pytest.mark.parametrize("amp", ["", "fp16"])
+def test_grad_clipping_bounds_the_update(amp):
     def huge(model, batch):
-        return {"loss": 1e4 * loss_fn(model, batch)["loss_cls"]}
+        return {"loss": 100 * loss_fn(model, batch)["loss_cls"]}
 
-    model, _, trainer = _plain_trainer(huge, max_iter=1, clip_grad_norm=0.01, lr=1.0)
+    # fp16: the gradients are unscaled before clipping (clipping the 8x scaled ones would give a step of 0.01 / 8)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0) if amp else None
+    model, _, trainer = _plain_trainer(huge, max_iter=1, clip_grad_norm=0.01, lr=1.0, amp=amp, grad_scaler=scaler)
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     trainer.train()
     after = torch.cat([p.detach().flatten() for p in model.parameters()])

@@ -191,6 +191,30 @@ class Checkpointer:
             raise CheckpointError(f"'{pointer}' names '{name}', which does not exist in {self.output_dir}")
         return path
 
+    def _latest_on_every_rank(self) -> Optional[str]:
+        """`latest()`, checked to be the same checkpoint on every process.
+
+        On several machines each process reads OUTPUT_DIR on its own machine. Unless that folder is
+        shared, machine 0 (where rank 0 writes) resumes while the others start afresh: the ranks then
+        run different numbers of steps and collectives, which hangs or silently diverges. So every rank
+        reports what it found (gathered before anyone raises: a rank raising alone would leave the
+        others blocked in the gather) and all raise the same error if they disagree.
+        """
+        try:
+            latest, problem = self.latest(), None
+        except CheckpointError as e:
+            latest, problem = None, str(e)
+        found = all_gather_object((os.path.basename(latest) if latest else None, problem))
+        if len(set(found)) > 1:
+            seen = "; ".join(f"rank {r}: {p or n or 'no checkpoint'}" for r, (n, p) in enumerate(found))
+            raise CheckpointError(
+                f"Resuming from {self.output_dir}: the processes do not see the same checkpoint ({seen}). "
+                "On several machines OUTPUT_DIR must be a folder they all share (only rank 0 writes it)"
+            )
+        if problem:
+            raise CheckpointError(problem)
+        return latest
+
     def has_checkpoint(self) -> bool:
         return os.path.isfile(os.path.join(self.output_dir, LAST_CHECKPOINT))
 
@@ -245,7 +269,7 @@ class Checkpointer:
         """With `resume` and a checkpoint in output_dir: restore all of it. Otherwise load the model
         weights from `path` if given (returning {} so training starts at iteration 0)."""
         if resume:
-            latest = self.latest()
+            latest = self._latest_on_every_rank()
             if latest is not None:
                 return self.load(latest)
             logger.info("No checkpoint in %s to resume from; starting from iteration 0", self.output_dir)

@@ -8,7 +8,7 @@ import torch
 import torch.multiprocessing as mp
 
 from resdet.engine import distributed as d
-from resdet.engine import load_checkpoint, read_metrics
+from resdet.engine import Checkpointer, CheckpointError, load_checkpoint, read_metrics
 
 from .tiny_run import make_cfg, run
 
@@ -30,6 +30,15 @@ def _worker(rank, world, port, output_dir):
         reduced = d.reduce_dict({"a": torch.tensor(float(rank)), "b": torch.tensor(2.0 * rank)})
         assert reduced["a"].item() == pytest.approx((world - 1) / 2) and reduced["b"].item() == pytest.approx(world - 1)
         assert d.broadcast_object(f"from {rank}") == "from 0"
+        # resuming: every rank must see the same checkpoint (on several machines OUTPUT_DIR is shared)
+        shared = Checkpointer(output_dir, torch.nn.Linear(8, 3))
+        assert shared._latest_on_every_rank() == os.path.join(output_dir, "model_final.pth")
+        # rank 1 looks in a folder of its own, as on a machine without the shared folder: every rank
+        # fails with the same message instead of rank 0 resuming while rank 1 starts afresh (a hang)
+        own = output_dir if rank == 0 else output_dir + "_not_shared"
+        os.makedirs(own, exist_ok=True)
+        with pytest.raises(CheckpointError, match=r"rank 0: model_final\.pth; rank 1: no checkpoint\).*all share"):
+            Checkpointer(own, torch.nn.Linear(8, 3)).resume_or_load(resume=True)
         d.synchronize()
     finally:
         d.cleanup()

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
 
 from resdet.engine.build import build_trainer, build_training_state, default_setup, prepare_model
 from resdet.engine.checkpoint import Checkpointer, atomic_write_text
@@ -102,7 +103,7 @@ def _sync_buffers(model: nn.Module) -> None:
 
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, batches, *, device: torch.device, amp: str = "",
-                        channels_last: bool = False, topk=(1, 5)) -> Dict[str, float]:
+                        channels_last: bool = False, topk=(1, 5), desc: str = "eval") -> Dict[str, float]:
     """Top-k error of `model` over `batches` (images [B, C, h, w] or ten crops [B, 10, C, h, w]), summed
     over processes. Restores the model's train/eval mode afterwards."""
     was_training = model.training
@@ -110,7 +111,8 @@ def evaluate_classifier(model: nn.Module, batches, *, device: torch.device, amp:
     _sync_buffers(model)
     ev = ClassificationEvaluator(topk)
     dtype = _AMP[amp]
-    for images, labels in batches:
+    total = len(batches) if hasattr(batches, "__len__") else None
+    for images, labels in tqdm(batches, desc=desc, total=total, leave=False, disable=not is_main_process()):
         images = images.to(device, non_blocking=True)
         if channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -127,7 +129,8 @@ def _eval_fn(cfg, data: ClassificationData, models: Dict[str, nn.Module], device
         for prefix, m in models.items():
             for name, batches in data.eval_sets.items():
                 out[prefix + name] = evaluate_classifier(m, batches(), device=device, amp=cfg.SOLVER.AMP,
-                                                         channels_last=cfg.SOLVER.CHANNELS_LAST)
+                                                         channels_last=cfg.SOLVER.CHANNELS_LAST,
+                                                         desc=f"eval {prefix}{name}")
         return out
     return run
 

@@ -185,3 +185,24 @@ def test_missing_dataset_says_where_and_how(tmp_path):
     with pytest.raises(MissingDatasetError) as e:
         train_classifier(cfg_for(str(tmp_path / "nowhere"), str(tmp_path / "out")))
     assert str(tmp_path / "nowhere") in str(e.value) and "datasets/README.md" in str(e.value)
+
+
+def test_cifar_python_batches_with_the_45k_5k_style_holdout(tmp_path):
+    from tests.classification.helpers import make_cifar_batches
+    from resdet.classification.data import build_classification_data
+
+    root, expected = make_cifar_batches(tmp_path / "c10", per_batch=8)
+    cfg = cfg_for(root, str(tmp_path / "out"), **{"MODEL.CLASSIFIER.NUM_CLASSES": 10, "CLS.DATA.HOLDOUT": 10,
+                                                  "CLS.TEST.TRAIN_SUBSET": 0})
+    data = build_classification_data(cfg, torch.device("cpu"))
+    assert data.num_train == 30 and data.class_names[:2] == ["c0", "c1"]
+    assert set(data.eval_sets) == {"test", "val"}
+    val = torch.cat([y for _, y in data.eval_sets["val"]()])
+    test = torch.cat([y for _, y in data.eval_sets["test"]()])
+    assert len(val) == 10 and test.tolist() == expected["test_batch"][1]
+    images, labels = next(iter(data.train_batches(0)))
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32 and labels.shape == (8,)
+    results = train_classifier(load_config(os.path.join(REPO, "configs", "cifar10_resnet20.yaml"), tiny_overrides(
+        root, str(tmp_path / "out"), **{"MODEL.CLASSIFIER.NUM_CLASSES": 10, "CLS.DATA.HOLDOUT": 10,
+                                        "SOLVER.MAX_ITER": 2, "SOLVER.STEPS": "(1,)", "TEST.EVAL_PERIOD": 0})))
+    assert results["val/num_samples"] == 10 and results["test/num_samples"] == 8

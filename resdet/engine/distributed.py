@@ -9,7 +9,9 @@ One process per GPU (or several CPU processes), on one machine or many:
 `init_distributed()` reads what torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)
 and joins the process group: NCCL when the process drives a GPU, gloo otherwise. Started without
 torchrun it does nothing and every helper below behaves as for a single process, so the same script
-runs both ways. (On multi-machine gloo runs, set GLOO_SOCKET_IFNAME if the default interface is wrong.)
+runs both ways. On several machines, OUTPUT_DIR must be shared by all of them, and NCCL_SOCKET_IFNAME /
+GLOO_SOCKET_IFNAME pick the network interface if the default one is wrong (DESIGN.md, Engine, Multi-node;
+tested by tests/engine/test_multinode.py).
 """
 from __future__ import annotations
 

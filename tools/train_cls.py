@@ -28,15 +28,16 @@ def parse_args(argv=None):
     p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS (or, with --resume, the newest checkpoint)")
     p.add_argument("--export-backbone", metavar="PATH", default="",
                    help="write the backbone of MODEL.WEIGHTS for train_det (MODEL.BACKBONE.WEIGHTS) and exit")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    return p.parse_args(argv)
+    p.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
+    # Intermixed: options may come before, between or after the KEY VALUE pairs.
+    return p.parse_intermixed_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
     from resdet.classification.train import evaluate_only, export_from_config, train_classifier
-    from resdet.engine.distributed import cleanup, init_distributed
+    from resdet.engine.distributed import cleanup
 
     if args.export_backbone:
         from resdet.classification.model import build_classifier
@@ -49,8 +50,7 @@ def main(argv=None) -> int:
         print(export_from_config(cfg, model, args.export_backbone))
         return 0
 
-    init_distributed(device_type="cuda" if cfg.MODEL.DEVICE.startswith("cuda") else "cpu")
-    try:
+    try:  # the engine's default_setup joins torchrun's process group, if any
         if args.eval_only:
             weights = cfg.MODEL.WEIGHTS
             if args.resume:

@@ -3,8 +3,8 @@
     results = train_classifier(cfg, resume=False)     # tools/train_cls.py CONFIG [--resume] [KEY VALUE ...]
     results = evaluate_only(cfg, weights)             # tools/train_cls.py CONFIG --eval-only MODEL.WEIGHTS X
 
-Everything stateful lives in the engine (Trainer, Checkpointer, hooks, MetricWriter); this module only
-connects the classification pieces to it: the data (resdet.classification.data), the model
+Everything stateful lives in the engine (resdet.engine.build: setup, model preparation, training state,
+Trainer with its hooks); this module only connects the classification pieces to it: the data (resdet.classification.data), the model
 (ImageClassifier), the loss (cross-entropy, or timm's label smoothing / mixup-cutmix soft targets), timm's
 weight EMA as a hook, and an evaluation that reports top-1/top-5 error on the test split, on the
 held-out split if any, and on a fixed subset of the (unaugmented) training images.
@@ -18,22 +18,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
 
-from resdet.config import save_config
+from resdet.engine.build import build_trainer, build_training_state, default_setup, prepare_model
 from resdet.engine.checkpoint import Checkpointer, atomic_write_text
-from resdet.engine.distributed import (get_local_rank, get_rank, get_world_size, is_distributed,
-                                       is_main_process, synchronize, unwrap_model, wrap_model)
-from resdet.engine.hooks import EvalHook, MetricsLogger, PeriodicCheckpointer, ProgressHook
-from resdet.engine.logging import MetricWriter, setup_logger
-from resdet.engine.schedules import build_lr_scheduler, build_optimizer
-from resdet.engine.trainer import HookBase, Trainer
+from resdet.engine.distributed import get_rank, get_world_size, is_distributed, is_main_process, synchronize, unwrap_model
+from resdet.engine.hooks import EvalHook
+from resdet.engine.trainer import HookBase
 from resdet.evaluation.classification import ClassificationEvaluator
-from resdet.utils.env import get_device, seed_all, set_deterministic
 
 from .data import ClassificationData, build_classification_data
 from .model import build_classifier, export_backbone
@@ -106,7 +103,7 @@ def _sync_buffers(model: nn.Module) -> None:
 
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, batches, *, device: torch.device, amp: str = "",
-                        channels_last: bool = False, topk=(1, 5)) -> Dict[str, float]:
+                        channels_last: bool = False, topk=(1, 5), desc: str = "eval") -> Dict[str, float]:
     """Top-k error of `model` over `batches` (images [B, C, h, w] or ten crops [B, 10, C, h, w]), summed
     over processes. Restores the model's train/eval mode afterwards."""
     was_training = model.training
@@ -114,7 +111,8 @@ def evaluate_classifier(model: nn.Module, batches, *, device: torch.device, amp:
     _sync_buffers(model)
     ev = ClassificationEvaluator(topk)
     dtype = _AMP[amp]
-    for images, labels in batches:
+    total = len(batches) if hasattr(batches, "__len__") else None
+    for images, labels in tqdm(batches, desc=desc, total=total, leave=False, disable=not is_main_process()):
         images = images.to(device, non_blocking=True)
         if channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -131,28 +129,18 @@ def _eval_fn(cfg, data: ClassificationData, models: Dict[str, nn.Module], device
         for prefix, m in models.items():
             for name, batches in data.eval_sets.items():
                 out[prefix + name] = evaluate_classifier(m, batches(), device=device, amp=cfg.SOLVER.AMP,
-                                                         channels_last=cfg.SOLVER.CHANNELS_LAST)
+                                                         channels_last=cfg.SOLVER.CHANNELS_LAST,
+                                                         desc=f"eval {prefix}{name}")
         return out
     return run
 
 
 def _setup(cfg):
-    rank, world = get_rank(), get_world_size()
-    setup_logger(cfg.OUTPUT_DIR, rank)
-    device = get_device(cfg.MODEL.DEVICE, get_local_rank())
-    set_deterministic(cfg.CUDNN_DETERMINISTIC)
-    seed = seed_all(cfg.SEED)
-    if is_main_process():
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        save_config(cfg, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
-    logger.info("Classification run: %s on %s, %d process(es), seed %d", cfg.MODEL.BACKBONE.NAME, device, world, seed)
-    data = build_classification_data(cfg, device, rank, world)
+    cfg, device = default_setup(cfg)
+    data = build_classification_data(cfg, device, get_rank(), get_world_size())
     logger.info("Data: %d training images, %d classes, evaluation sets %s",
                 data.num_train, data.num_classes, list(data.eval_sets))
-    model = build_classifier(cfg).to(device)
-    if cfg.SOLVER.CHANNELS_LAST:
-        model = model.to(memory_format=torch.channels_last)
-    return device, data, model
+    return cfg, device, data
 
 
 def _write_results(cfg, results: Dict[str, Any], name: str) -> None:
@@ -170,7 +158,10 @@ def export_from_config(cfg, model: nn.Module, path: str) -> str:
 def evaluate_only(cfg, weights: str = "") -> Dict[str, Any]:
     """Load weights (a train_cls checkpoint or a plain state dict) and evaluate; results also go to
     OUTPUT_DIR/eval_results.json."""
-    device, data, model = _setup(cfg)
+    cfg, device, data = _setup(cfg)
+    model = build_classifier(cfg).to(device)
+    if cfg.SOLVER.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
     weights = weights or cfg.MODEL.WEIGHTS
     if not weights:
         raise ValueError("--eval-only needs weights: set MODEL.WEIGHTS to a checkpoint (or pass --resume)")
@@ -184,37 +175,26 @@ def train_classifier(cfg, resume: bool = False) -> Dict[str, Any]:
     """Train as cfg says (resuming from OUTPUT_DIR's newest checkpoint with `resume`); return the final
     evaluation results. Writes checkpoints, metrics.jsonl, TensorBoard events, config.yaml,
     final_results.json and backbone_final.pth (the backbone for train_det) under OUTPUT_DIR."""
-    device, data, model = _setup(cfg)
+    cfg, device, data = _setup(cfg)
+    model = build_classifier(cfg)
+    train_model = prepare_model(model, cfg, device)   # device, channels_last, DDP, torch.compile
     ema = None
     if cfg.CLS.EMA.ENABLED:
         from timm.utils import ModelEmaV3
 
         ema = ModelEmaV3(model, decay=cfg.CLS.EMA.DECAY)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_lr_scheduler(cfg, optimizer)
-    scaler = torch.amp.GradScaler(device.type) if cfg.SOLVER.AMP == "fp16" else None
-    extra = {"ema": ema} if ema is not None else {}
-    ckpt = Checkpointer(cfg.OUTPUT_DIR, model, optimizer, scheduler, scaler, max_keep=3, config=cfg, **extra)
-    state = ckpt.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
-    start_iter = int(state.get("iteration", 0))
-
-    train_model: nn.Module = wrap_model(model, device) if is_distributed() else model
-    if cfg.SOLVER.COMPILE:
-        train_model = torch.compile(train_model)
+    state = build_training_state(cfg, model, resume=resume, **({"ema": ema} if ema is not None else {}))
     models = {"": model, **({"ema/": ema.module} if ema is not None else {})}
-    eval_hook = EvalHook(cfg.TEST.EVAL_PERIOD, _eval_fn(cfg, data, models, device))
-    hooks = ([EMAHook(ema, model)] if ema is not None else []) + [
-        PeriodicCheckpointer(ckpt, cfg.SOLVER.CHECKPOINT_PERIOD), eval_hook, MetricsLogger(cfg.LOG_PERIOD),
-        ProgressHook(),
-    ]
-    trainer = Trainer(train_model, optimizer, data.train_batches(start_iter), max_iter=cfg.SOLVER.MAX_ITER,
-                      start_iter=start_iter, loss_fn=ClassificationLoss(**ClassificationLoss.from_config(cfg)),
-                      scheduler=scheduler, amp=cfg.SOLVER.AMP, grad_scaler=scaler,
-                      channels_last=cfg.SOLVER.CHANNELS_LAST, clip_grad_norm=cfg.SOLVER.CLIP_GRAD_NORM,
-                      device=device, hooks=hooks, writer=MetricWriter(cfg.OUTPUT_DIR, start_iter),
-                      rng_state=state.get("rng"))
+    trainer = build_trainer(cfg, train_model, data.train_batches(state.start_iter), state, device=device,
+                            loss_fn=ClassificationLoss(**ClassificationLoss.from_config(cfg)),
+                            eval_fn=_eval_fn(cfg, data, models, device))
+    if ema is not None:
+        # The EMA must be updated before the checkpoint and evaluation hooks of the same step run, or a
+        # checkpoint would hold an EMA one step behind its model and resume would not be exact.
+        trainer.register_hooks([EMAHook(ema, model)])
+        trainer.hooks.insert(0, trainer.hooks.pop())
     trainer.train()
-    results = eval_hook.results
+    results = next(h.results for h in trainer.hooks if isinstance(h, EvalHook))
     _write_results(cfg, results, "final_results.json")
     if is_main_process():
         path = export_from_config(cfg, model, os.path.join(cfg.OUTPUT_DIR, "backbone_final.pth"))

@@ -334,8 +334,9 @@ _C.CLS.INPUT.CUTMIX_ALPHA = 0.0
 _C.CLS.INPUT.MIXUP_PROB = 1.0
 _C.CLS.INPUT.MIXUP_SWITCH_PROB = 0.5
 
-# Exponential moving average of the weights (timm's ModelEmaV3); evaluated besides the raw model.
 _C.CLS.EMA = CN()
+# Keep an exponential moving average of the weights (timm's ModelEmaV3), checkpointed with the run and
+# evaluated besides the raw model ("ema/test/top1_err"); DECAY is its per-step decay.
 _C.CLS.EMA.ENABLED = False
 _C.CLS.EMA.DECAY = 0.9998
 

@@ -238,14 +238,17 @@ _C.DATASETS.FILTER_EMPTY_ANNOTATIONS = True
 # EXIF orientation applied, matches the JSON; cheap), "decode" (also decodes every image whole; slow
 # on COCO, thorough). Every image read for training or evaluation is also checked as it is decoded.
 _C.DATASETS.CHECK_IMAGES = "header"
-# The generated quick-start dataset (resdet/data/shapes.py): where it is cached ("" = the datasets
-# root, i.e. $RESDET_DATASETS/shapes or ./datasets/shapes), sizes, image side range and seed.
+# The generated quick-start dataset (resdet/data/shapes.py).
 _C.DATASETS.SHAPES = CN()
+# Where it is cached: "" = the datasets root ($RESDET_DATASETS/shapes, else ./datasets/shapes).
 _C.DATASETS.SHAPES.ROOT = ""
+# Images in shapes_train and shapes_val.
 _C.DATASETS.SHAPES.NUM_TRAIN = 300
 _C.DATASETS.SHAPES.NUM_VAL = 50
+# Each image's height and width are drawn from [MIN_SIDE, MAX_SIDE] pixels.
 _C.DATASETS.SHAPES.MIN_SIDE = 128
 _C.DATASETS.SHAPES.MAX_SIDE = 256
+# Generation seed: the same seed (and settings) always gives the same files.
 _C.DATASETS.SHAPES.SEED = 0
 
 _C.INPUT = CN()
@@ -258,9 +261,10 @@ _C.INPUT.MIN_SIZE_TEST = 800
 _C.INPUT.MAX_SIZE_TEST = 1333
 # Probability of a horizontal flip in training (0 turns flipping off).
 _C.INPUT.RANDOM_FLIP_PROB = 0.5
-# Large-scale jitter (Ghiasi et al. 2021) instead of the multi-scale resize: longer side to IMAGE_SIZE,
-# a random scale in SCALE_RANGE, then padding/cropping to IMAGE_SIZE x IMAGE_SIZE.
+# Large-scale jitter (Ghiasi et al. 2021) instead of the multi-scale resize.
 _C.INPUT.LSJ = CN()
+# On/off; then the longer side goes to IMAGE_SIZE, is scaled by a random factor in SCALE_RANGE, and the
+# result is padded/cropped to IMAGE_SIZE x IMAGE_SIZE.
 _C.INPUT.LSJ.ENABLED = False
 _C.INPUT.LSJ.IMAGE_SIZE = 1024
 _C.INPUT.LSJ.SCALE_RANGE = (0.1, 2.0)

@@ -44,8 +44,8 @@ def pad_images(images: Sequence[Tensor], size_divisibility: int, pad_value: floa
 @dataclass
 class GroundTruth:
     """Targets of a batch, padded to the largest box count G: boxes [N, G, 4], labels [N, G],
-    valid [N, G] (False for padding) and, for Mask R-CNN, masks padded to the image batch [N, G, H, W]
-    (kept as the per-image list until the mask head needs them)."""
+    valid [N, G] (False for padding) and, for Mask R-CNN, the per-image masks [G_i, H_i, W_i] (stacked
+    only for the positive RoIs' targets, in one roi_align call)."""
 
     boxes: Tensor
     labels: Tensor

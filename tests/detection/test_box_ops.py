@@ -127,3 +127,15 @@ def test_grouped_nms_equals_per_group_nms(limit):
     ref = ref[torch.argsort(scores[ref], descending=True)]
     assert torch.equal(kept, ref)
     assert grouped_nms(boxes[:0], scores[:0], groups[:0], 0.5).numel() == 0
+
+
+def test_pooler_keeps_float32_coordinates_for_half_features():
+    # AMP: features arrive in bf16; boxes must not be rounded to bf16 (8 bits of mantissa: +-2 px at 500)
+    g = torch.Generator().manual_seed(6)
+    feats = [torch.randn(1, 4, 160 // 2 ** i, 160 // 2 ** i, generator=g).to(torch.bfloat16) for i in range(2, 6)]
+    boxes = torch.tensor([[501.3, 400.7, 601.9, 520.2]]) / 4  # coordinates bf16 cannot hold
+    pooler = ROIPooler(output_size=7, strides=[4, 8, 16, 32], sampling_ratio=2, aligned=True)
+    out = pooler(feats, boxes, torch.zeros(1, dtype=torch.int64))
+    ref = pooler([f.float() for f in feats], boxes, torch.zeros(1, dtype=torch.int64))
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)

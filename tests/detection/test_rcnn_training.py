@@ -115,3 +115,4 @@ def test_eval_output_format(model, batch):
     torch.testing.assert_close(rescaled[0]["boxes"], out[0]["boxes"] * 2)
     torch.testing.assert_close(rescaled[1]["boxes"], out[1]["boxes"] / 2)
     assert rescaled[0]["masks"].shape[-2:] == (256, 320) and rescaled[1]["masks"].shape[-2:] == (80, 64)
+

@@ -1,7 +1,7 @@
 """A small inference API: image (path or HxWx3 RGB uint8 array) in, instances out.
 
     predictor = DetectionPredictor.from_config(load_config("configs/quickstart_shapes.yaml"),
-                                               weights="output/quickstart/model_final.pth")
+                                               weights="output/quickstart_shapes/model_final.pth")
     instances = predictor("image.jpg")        # boxes, scores, labels, masks, class_names (original frame)
     picture = predictor.draw("image.jpg", instances)   # CHW uint8 with boxes, masks, labels, scores
 

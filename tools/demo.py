@@ -2,7 +2,7 @@
 """Draw a model's detections: images (files or folders) in, pictures with boxes, masks, labels and
 scores out.
 
-    python tools/demo.py --config configs/quickstart_shapes.yaml --weights output/quickstart/model_final.pth \
+    python tools/demo.py --config configs/quickstart_shapes.yaml --weights output/quickstart_shapes/model_final.pth \
         --input datasets/shapes/val_*/images --output output/demo [--score 0.5] [KEY VALUE ...]
 """
 import argparse

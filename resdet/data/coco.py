@@ -144,7 +144,8 @@ def load_coco_json(
     if check_images not in ("none", "header", "decode"):
         raise ValueError(f"check_images must be 'none', 'header' or 'decode', got {check_images!r}")
     if not os.path.isfile(json_file):
-        raise FileNotFoundError(f"Annotation file not found: '{json_file}'")
+        raise FileNotFoundError(f"Annotation file not found: '{json_file}' (registered COCO datasets live under "
+                                f"$RESDET_DATASETS, default ./datasets; datasets/README.md says how to lay them out)")
     try:
         with open(json_file, "r", encoding="utf-8") as f:
             data = json.load(f)

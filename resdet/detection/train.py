@@ -42,6 +42,19 @@ def _check_classes(cfg, metadata) -> None:
                          f"categories ({', '.join(metadata.thing_classes[:10])}...); set it to {metadata.num_classes}")
 
 
+def _warn_frozen_random_backbone(cfg, resume: bool) -> None:
+    # FrozenBN keeps its (identity) statistics and affine values fixed, and FREEZE_AT keeps the stem and
+    # first stages at their random initialisation: such a run trains, but poorly. It is a plain mistake
+    # (forgetting MODEL.BACKBONE.WEIGHTS), so say so loudly instead of letting a 90k-step job run on it.
+    bb = cfg.MODEL.BACKBONE
+    if bb.NORM == "FrozenBN" and not (bb.WEIGHTS or cfg.MODEL.WEIGHTS or resume):
+        logger.warning("MODEL.BACKBONE.NORM is FrozenBN but neither MODEL.BACKBONE.WEIGHTS nor MODEL.WEIGHTS "
+                       "is set: the backbone starts from random weights with frozen norms%s. Give pretrained "
+                       "weights (tools/convert_weights.py --backbone, or tools/train_cls.py --export-backbone), "
+                       "or train from scratch with MODEL.BACKBONE.NORM GN (or SyncBN) and FREEZE_AT 0.",
+                       f" and stages up to FREEZE_AT {bb.FREEZE_AT} frozen" if bb.FREEZE_AT else "")
+
+
 def _evaluate_all(cfg, model, device) -> Dict:
     from resdet.evaluation.inference import evaluate_detection_model
 
@@ -82,6 +95,8 @@ def train_detection(cfg, resume: bool = False, eval_only: bool = False) -> Dict:
     from resdet.engine import build_trainer, build_training_state, cleanup, default_setup, prepare_model
 
     cfg, device = default_setup(cfg)
+    if not eval_only:
+        _warn_frozen_random_backbone(cfg, resume)
     register_from_config(cfg)
     model = prepare_model(build_detection_model(cfg), cfg, device)
     state = build_training_state(cfg, model, resume=resume)

@@ -178,7 +178,14 @@ class WarmupMultiStepLR(LRScheduler):
 
 
 class WarmupCosineLR(LRScheduler):
-    """lr = base_lr * warmup(it) * (end + (1 - end) * (1 + cos(pi * it / max_iter)) / 2)."""
+    """lr = base_lr * warmup(it) * (end + (1 - end) * (1 + cos(pi * it / max_iter)) / 2).
+
+    After warm-up this is timm's CosineLRScheduler per iteration (tests/engine/test_schedules.py checks
+    the two agree). It is written here rather than wrapped because timm's takes the floor and the
+    warm-up start as absolute lrs shared by all parameter groups and has no "constant" warm-up (the
+    paper's CIFAR ResNet-110 recipe), while the engine needs factors of each group's lr and one
+    torch LRScheduler interface for both schedules (state_dict, exact resume from the iteration).
+    """
 
     def __init__(
         self,

@@ -54,6 +54,24 @@ def test_cosine_values():
     assert lr_at(s, 1000) == pytest.approx(0.04)
 
 
+def test_cosine_equals_timm_after_warmup():
+    """timm's CosineLRScheduler (per iteration) is the reference curve; warm-up differs on purpose (ours
+    multiplies the cosine, timm's replaces it), so compare from WARMUP_ITERS on."""
+    from timm.scheduler import CosineLRScheduler
+
+    base, end, max_iter, warm = 0.4, 0.05, 900, 50
+    ours = WarmupCosineLR(_opt(base), max_iter=max_iter, warmup_factor=0.1, warmup_iters=warm, end_factor=end)
+    opt = _opt(base)
+    timm_sched = CosineLRScheduler(opt, t_initial=max_iter, lr_min=base * end, warmup_t=warm,
+                                   warmup_lr_init=base * 0.1, t_in_epochs=False)
+    for it in list(range(warm, max_iter, 37)) + [max_iter - 1]:
+        timm_sched.step_update(it)
+        assert lr_at(ours, it) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9), it
+    timm_sched.step_update(warm // 2)  # linear warm-up from the same start: timm's value, ours x cosine
+    cosine = end + (1 - end) * 0.5 * (1 + math.cos(math.pi * (warm // 2) / max_iter))
+    assert lr_at(ours, warm // 2) == pytest.approx(opt.param_groups[0]["lr"] * cosine, rel=1e-9)
+
+
 def test_stepping_matches_closed_form_and_resumes_exactly():
     cfg = get_cfg()
     cfg.SOLVER.merge_from_list(["BASE_LR", 0.1, "STEPS", (30, 60), "MAX_ITER", 80, "WARMUP_ITERS", 20])

@@ -24,5 +24,10 @@ setup(
         "tensorboard",
         "matplotlib",
     ],
-    extras_require={"dev": ["pytest>=7"]},
+    extras_require={
+        # faster-coco-eval: the optional TEST.COCO_EVAL_BACKEND; in dev so the test comparing it with
+        # pycocotools runs
+        "fast-eval": ["faster-coco-eval>=1.6"],
+        "dev": ["pytest>=7", "faster-coco-eval>=1.6"],
+    },
 )

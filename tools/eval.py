@@ -27,6 +27,8 @@ def parse_args(argv=None):
     p.add_argument("--results", help="COCO results JSON to evaluate against --gt")
     p.add_argument("--iou-types", nargs="+", default=["bbox", "segm"], choices=["bbox", "segm"])
     p.add_argument("--output-dir", default="", help="where results and coco_eval.json go")
+    p.add_argument("--backend", default="", choices=["", "pycocotools", "faster_coco_eval"],
+                   help="COCOeval implementation (default: TEST.COCO_EVAL_BACKEND, i.e. pycocotools)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
     if bool(args.config) == bool(args.results):
@@ -42,7 +44,8 @@ def main(argv=None):
         from resdet.evaluation.coco import evaluate_results_file
 
         out = args.output_dir or os.path.dirname(os.path.abspath(args.results))
-        metrics = evaluate_results_file(args.gt, args.results, args.iou_types, output_dir=out)
+        metrics = evaluate_results_file(args.gt, args.results, args.iou_types, output_dir=out,
+                                        backend=args.backend or "pycocotools")
         print(f"Saved {os.path.join(out, 'coco_eval.json')}")
         return metrics
 
@@ -53,7 +56,7 @@ def main(argv=None):
     from resdet.evaluation.inference import evaluate_detection_model
     from resdet.predictor import _device_for
 
-    cfg = load_config(args.config, args.opts)
+    cfg = load_config(args.config, args.opts + (["TEST.COCO_EVAL_BACKEND", args.backend] if args.backend else []))
     device = _device_for(cfg.MODEL.DEVICE)
     init_distributed(device_type=device.type)
     if device.type == "cuda":  # one GPU per process under torchrun

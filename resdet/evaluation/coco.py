@@ -137,17 +137,45 @@ def format_per_category_table(per_category: Dict[str, Optional[float]], columns:
     return "\n".join(lines)
 
 
+BACKENDS = ("pycocotools", "faster_coco_eval")
+
+
+def _make_coco_eval(backend: str, coco_gt, dets: List[dict], iou_type: str):
+    """(COCOeval-like object, its module name) for `backend` over the validated detections."""
+    if backend == "pycocotools":
+        from pycocotools.cocoeval import COCOeval
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = coco_gt.loadRes(dets)
+        return COCOeval(coco_gt, coco_dt, iou_type)
+    if backend == "faster_coco_eval":
+        try:
+            from faster_coco_eval import COCO as FastCOCO, COCOeval_faster
+        except ImportError as e:
+            raise ImportError("TEST.COCO_EVAL_BACKEND 'faster_coco_eval' needs the faster-coco-eval package "
+                              "(pip install faster-coco-eval)") from e
+        # its own COCO class over the same (already validated) ground-truth dict
+        fast_gt = FastCOCO(copy.deepcopy(coco_gt.dataset))
+        fast_dt = fast_gt.loadRes(dets)
+        return COCOeval_faster(fast_gt, fast_dt, iou_type, print_function=lambda *a, **k: None)
+    raise ValueError(f"TEST.COCO_EVAL_BACKEND must be one of {BACKENDS}; got {backend!r}")
+
+
 def evaluate_coco_results(
     coco_gt,
     results: List[dict],
     iou_types: Sequence[str] = ("bbox", "segm"),
     source: str = "<results>",
     img_ids: Optional[Iterable[int]] = None,
+    backend: str = "pycocotools",
 ) -> Dict[str, Dict]:
-    """Run COCOeval per IoU type; pycocotools prints its summary. Returns, per type, the 12 summary
-    numbers (in percent, as Detectron2 reports them) and `per_category` AP."""
-    from pycocotools.cocoeval import COCOeval
+    """Run COCOeval per IoU type and print its summary. Returns, per type, the 12 summary numbers (in
+    percent, as Detectron2 reports them) and `per_category` AP.
 
+    `backend` "faster_coco_eval" runs faster-coco-eval's C++ COCOeval instead of pycocotools' Python
+    loops (same numbers: tests/evaluation/test_coco_backends.py); results are validated the same way."""
+    if backend not in BACKENDS:
+        raise ValueError(f"TEST.COCO_EVAL_BACKEND must be one of {BACKENDS}; got {backend!r}")
     coco_gt = load_coco_gt(coco_gt)
     metrics: Dict[str, Dict] = {}
     for iou_type in iou_types:
@@ -157,21 +185,36 @@ def evaluate_coco_results(
             for d in dets:
                 # with a bbox present loadRes would take the box area for the small/medium/large ranges
                 d.pop("bbox", None)
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_dt = coco_gt.loadRes(dets)
-        coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
+        coco_eval = _make_coco_eval(backend, coco_gt, dets, iou_type)
         if img_ids is not None:
             coco_eval.params.imgIds = sorted(img_ids)
-        print(f"Evaluating {iou_type} with pycocotools COCOeval")
+        print(f"Evaluating {iou_type} with {backend} COCOeval")
         with contextlib.redirect_stdout(io.StringIO()):
             coco_eval.evaluate()
             coco_eval.accumulate()
-        coco_eval.summarize()  # prints the standard 12-line summary
+        if backend == "pycocotools":
+            coco_eval.summarize()  # prints the standard 12-line summary
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):
+                coco_eval.summarize()
+            _print_summary(coco_eval.stats[:12], coco_eval.params.maxDets)
         stats = {n: float(v * 100) if v >= 0 else float("nan") for n, v in zip(SUMMARY_NAMES, coco_eval.stats)}
         stats["per_category"] = _per_category_ap(coco_eval, coco_gt)
         print(f"Per-category {iou_type} AP:\n" + format_per_category_table(stats["per_category"]))
         metrics[iou_type] = stats
     return metrics
+
+
+def _print_summary(stats, max_dets) -> None:
+    # the 12 lines pycocotools prints, for a backend that prints its own format (or nothing)
+    rows = [("Precision", "AP", "0.50:0.95", "all", 2), ("Precision", "AP", "0.50", "all", 2),
+            ("Precision", "AP", "0.75", "all", 2), ("Precision", "AP", "0.50:0.95", "small", 2),
+            ("Precision", "AP", "0.50:0.95", "medium", 2), ("Precision", "AP", "0.50:0.95", "large", 2),
+            ("Recall", "AR", "0.50:0.95", "all", 0), ("Recall", "AR", "0.50:0.95", "all", 1),
+            ("Recall", "AR", "0.50:0.95", "all", 2), ("Recall", "AR", "0.50:0.95", "small", 2),
+            ("Recall", "AR", "0.50:0.95", "medium", 2), ("Recall", "AR", "0.50:0.95", "large", 2)]
+    for (title, short, iou, area, k), v in zip(rows, stats):
+        print(f" {'Average ' + title:<18} ({short}) @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_dets[k]:>3d} ] = {v:0.3f}")
 
 
 def _save_json(obj, path: str) -> None:
@@ -192,7 +235,7 @@ def _json_safe(metrics):
 
 
 def evaluate_results_file(gt_json: str, results_json: str, iou_types: Sequence[str] = ("bbox", "segm"),
-                          output_dir: Optional[str] = None) -> Dict[str, Dict]:
+                          output_dir: Optional[str] = None, backend: str = "pycocotools") -> Dict[str, Dict]:
     """Evaluate a results JSON written earlier (by eval.py or anyone else), without a model."""
     if not os.path.isfile(results_json):
         raise FileNotFoundError(f"Results file not found: '{results_json}'")
@@ -205,7 +248,7 @@ def evaluate_results_file(gt_json: str, results_json: str, iou_types: Sequence[s
             and "segmentation" not in results[0]:
         iou_types = [t for t in iou_types if t != "segm"]  # a box-only results file
         logger.info("%s has no segmentations: evaluating bbox only", results_json)
-    metrics = evaluate_coco_results(gt_json, results, iou_types, source=f"'{results_json}'")
+    metrics = evaluate_coco_results(gt_json, results, iou_types, source=f"'{results_json}'", backend=backend)
     if output_dir:
         _save_json(_json_safe(metrics), os.path.join(output_dir, "coco_eval.json"))
     return metrics
@@ -221,7 +264,11 @@ class COCOEvaluator:
         contiguous_to_dataset_id: Optional[Dict[int, int]] = None,
         output_dir: Optional[str] = None,
         mask_threshold: float = 0.5,
+        backend: str = "pycocotools",
     ):
+        if backend not in BACKENDS:
+            raise ValueError(f"TEST.COCO_EVAL_BACKEND must be one of {BACKENDS}; got {backend!r}")
+        self.backend = backend
         for t in iou_types:
             if t not in ("bbox", "segm"):
                 raise ValueError(f"iou_types may hold 'bbox' and 'segm', got {t!r}")
@@ -275,7 +322,7 @@ class COCOEvaluator:
             metrics = {t: {n: 0.0 for n in SUMMARY_NAMES} for t in self.iou_types}
         else:
             metrics = evaluate_coco_results(self.coco_gt, results, self.iou_types,
-                                            source="model outputs", img_ids=set(image_ids))
+                                            source="model outputs", img_ids=set(image_ids), backend=self.backend)
         if self.output_dir:
             _save_json(_json_safe(metrics), os.path.join(self.output_dir, "coco_eval.json"))
         return metrics

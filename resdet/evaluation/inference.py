@@ -72,5 +72,6 @@ def evaluate_detection_model(cfg, model, device: torch.device, dataset_name: Opt
     loader = build_detection_test_loader(cfg, name)
     iou_types = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
     evaluator = COCOEvaluator(loader.json_file, iou_types, loader.metadata.contiguous_to_dataset_id,
-                              output_dir=output_dir, mask_threshold=cfg.TEST.MASK_THRESHOLD)
+                              output_dir=output_dir, mask_threshold=cfg.TEST.MASK_THRESHOLD,
+                              backend=cfg.TEST.COCO_EVAL_BACKEND)
     return inference_on_dataset(model, loader, evaluator, device, amp=cfg.SOLVER.AMP)

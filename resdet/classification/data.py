@@ -15,14 +15,14 @@ from __future__ import annotations
 import os
 import pickle
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms.v2 import functional as TF
 
 from resdet.data.folders import (ImageFolderDataset, MissingDatasetError, DeviceBatches, dataset_format,
-                                 decode_image_folder, iterate_in_order, load_cifar10_python,
+                                 decode_image_folder, iterate_in_order, load_cifar10_python, mean_image,
                                  resolve_dataset_root, split_holdout, _cifar_dir)
 from resdet.data.samplers import InfiniteSampler
 
@@ -43,6 +43,7 @@ class ClassificationData:
     num_train: int
     train_batches: Callable[[int], Batches]            # start_iter -> endless (images, labels)
     eval_sets: Dict[str, Callable[[], Batches]] = field(default_factory=dict)  # name -> one pass
+    mean_image: Optional[torch.Tensor] = None            # [C, H, W] with CLS.DATA.PER_PIXEL_MEAN
 
 
 def _fixed_subset(n: int, limit: int) -> torch.Tensor:
@@ -83,6 +84,9 @@ def build_classification_data(cfg, device: torch.device, rank: int = 0, world_si
         )
     if cfg.CLS.DATA.IN_MEMORY:
         return _in_memory(cfg, root, device, rank, world_size)
+    if cfg.CLS.DATA.PER_PIXEL_MEAN:
+        raise ValueError("CLS.DATA.PER_PIXEL_MEAN needs CLS.DATA.IN_MEMORY True (fixed-size images decoded "
+                         "once); streamed images are normalised with the per-channel MODEL.PIXEL_MEAN")
     return _streaming(cfg, root, device, rank, world_size)
 
 
@@ -120,12 +124,19 @@ def _in_memory(cfg, root: str, device, rank: int, world_size: int) -> Classifica
 
     batch = _per_rank_batch(cfg, world_size)
     crop = cfg.CLS.INPUT.CROP_SIZE
+    mean = None
+    if cfg.CLS.DATA.PER_PIXEL_MEAN:
+        if tuple(train_x.shape[-2:]) != (crop, crop):
+            raise ValueError(f"CLS.DATA.PER_PIXEL_MEAN needs images of CLS.INPUT.CROP_SIZE ({crop}x{crop}); the "
+                             f"training images at '{root}' are {tuple(train_x.shape[-2:])}")
+        mean = mean_image(train_x)
 
     def train_batches(start_iter: int) -> Batches:
         sampler = InfiniteSampler(len(train_y), shuffle=True, seed=cfg.SEED, rank=rank, world_size=world_size,
                                   start=start_iter * cfg.SOLVER.IMS_PER_BATCH)
         return DeviceBatches(train_x, train_y, batch, sampler, pad=cfg.CLS.INPUT.PAD, crop=crop,
-                             hflip=cfg.CLS.INPUT.HFLIP, pad_value=cfg.MODEL.PIXEL_MEAN, seed=cfg.SEED,
+                             hflip=cfg.CLS.INPUT.HFLIP, pad_value=cfg.MODEL.PIXEL_MEAN if mean is None else mean,
+                             seed=cfg.SEED,
                              start_iter=start_iter, rank=rank, world_size=world_size)
 
     def eval_pass(x: torch.Tensor, y: torch.Tensor) -> Callable[[], Batches]:
@@ -139,7 +150,7 @@ def _in_memory(cfg, root: str, device, rank: int, world_size: int) -> Classifica
         return run
 
     return ClassificationData(len(names), list(names), len(train_y), train_batches,
-                              {k: eval_pass(x, y) for k, (x, y) in sets.items()})
+                              {k: eval_pass(x, y) for k, (x, y) in sets.items()}, mean_image=mean)
 
 
 def _worker_seeder(seed: int, start_iter: int, rank: int):

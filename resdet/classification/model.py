@@ -3,7 +3,9 @@
 `ImageClassifier(backbone, pixel_mean, pixel_std)` takes images as float or uint8 [N, 3, H, W] in the
 0-255 range (RGB) and returns logits [N, num_classes]. Normalising inside the model means every data
 path (on-device CIFAR, DataLoader workers, ten-crop) feeds the same raw pixels, and an exported model
-carries its own preprocessing.
+carries its own preprocessing. With `mean_image_size=(H, W)` it subtracts a per-pixel mean image (the
+paper's CIFAR preprocessing) held in the persistent buffer `pixel_mean_image` [1, 3, H, W]: it starts as
+pixel_mean everywhere, training sets it from the data (`set_mean_image`), checkpoints carry it.
 
 `export_backbone(model, path, name, variant, shortcut, norm)` writes what `train_det` takes through
 MODEL.BACKBONE.WEIGHTS: the backbone's state dict (torchvision parameter names, the classifier's `fc`
@@ -13,7 +15,7 @@ norm), which `resdet.backbones.weights.load_backbone_weights` checks against the
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -27,23 +29,49 @@ BACKBONE_EXPORT_FORMAT = "resdet-backbone-v1"
 
 
 class ImageClassifier(nn.Module):
-    def __init__(self, backbone: nn.Module, *, pixel_mean: Sequence[float], pixel_std: Sequence[float]):
+    def __init__(self, backbone: nn.Module, *, pixel_mean: Sequence[float], pixel_std: Sequence[float],
+                 mean_image_size: Optional[Tuple[int, int]] = None):
         super().__init__()
         if len(pixel_mean) != len(pixel_std):
             raise ValueError(f"pixel_mean {list(pixel_mean)} and pixel_std {list(pixel_std)} differ in length")
         self.backbone = backbone
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1), False)
+        self.pixel_mean_image: Optional[torch.Tensor]
+        if mean_image_size is not None:
+            h, w = (int(v) for v in mean_image_size)
+            # persistent: it comes from the training data, so the checkpoint must carry it
+            self.register_buffer("pixel_mean_image", self.pixel_mean.expand(1, -1, h, w).clone())
+        else:
+            self.pixel_mean_image = None
 
     @classmethod
     def from_config(cls, cfg) -> Dict[str, Any]:
-        return {"pixel_mean": list(cfg.MODEL.PIXEL_MEAN), "pixel_std": list(cfg.MODEL.PIXEL_STD)}
+        size = (cfg.CLS.INPUT.CROP_SIZE,) * 2 if cfg.CLS.DATA.PER_PIXEL_MEAN else None
+        return {"pixel_mean": list(cfg.MODEL.PIXEL_MEAN), "pixel_std": list(cfg.MODEL.PIXEL_STD),
+                "mean_image_size": size}
+
+    @torch.no_grad()
+    def set_mean_image(self, mean: torch.Tensor) -> None:
+        """Set the per-pixel mean [C, H, W] (0-255) that forward() subtracts."""
+        if self.pixel_mean_image is None:
+            raise ValueError("this ImageClassifier subtracts a per-channel mean; build it with mean_image_size "
+                             "(CLS.DATA.PER_PIXEL_MEAN True) to use a mean image")
+        if tuple(mean.shape) != tuple(self.pixel_mean_image.shape[1:]):
+            raise ValueError(f"mean image must be {list(self.pixel_mean_image.shape[1:])}; got {list(mean.shape)}")
+        self.pixel_mean_image.copy_(mean.to(self.pixel_mean_image))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != self.pixel_mean.shape[1]:
             raise ValueError(f"ImageClassifier expects images [N, {self.pixel_mean.shape[1]}, H, W]; "
                              f"got shape {tuple(images.shape)}")
-        x = (images.float() - self.pixel_mean) / self.pixel_std
+        mean = self.pixel_mean
+        if self.pixel_mean_image is not None:
+            mean = self.pixel_mean_image
+            if images.shape[-2:] != mean.shape[-2:]:
+                raise ValueError(f"this ImageClassifier subtracts a {tuple(mean.shape[-2:])} mean image; got images "
+                                 f"of {tuple(images.shape[-2:])} (CLS.DATA.PER_PIXEL_MEAN needs fixed-size inputs)")
+        x = (images.float() - mean) / self.pixel_std
         if images.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)  # keep the layout the trainer chose
         return self.backbone(x)

@@ -177,6 +177,8 @@ def train_classifier(cfg, resume: bool = False) -> Dict[str, Any]:
     final_results.json and backbone_final.pth (the backbone for train_det) under OUTPUT_DIR."""
     cfg, device, data = _setup(cfg)
     model = build_classifier(cfg)
+    if data.mean_image is not None:  # before DDP and the EMA copy, so every copy starts with it
+        model.set_mean_image(data.mean_image)
     train_model = prepare_model(model, cfg, device)   # device, channels_last, DDP, torch.compile
     ema = None
     if cfg.CLS.EMA.ENABLED:
@@ -184,6 +186,12 @@ def train_classifier(cfg, resume: bool = False) -> Dict[str, Any]:
 
         ema = ModelEmaV3(model, decay=cfg.CLS.EMA.DECAY)
     state = build_training_state(cfg, model, resume=resume, **({"ema": ema} if ema is not None else {}))
+    if data.mean_image is not None and not torch.equal(model.pixel_mean_image[0], data.mean_image.to(device)):
+        # MODEL.WEIGHTS (fine-tuning) brought another dataset's mean image: this data's is the right one
+        logger.warning("MODEL.WEIGHTS held a different per-pixel mean; using this training set's")
+        model.set_mean_image(data.mean_image)
+        if ema is not None:
+            ema.module.set_mean_image(data.mean_image)
     models = {"": model, **({"ema/": ema.module} if ema is not None else {})}
     trainer = build_trainer(cfg, train_model, data.train_batches(state.start_iter), state, device=device,
                             loss_fn=ClassificationLoss(**ClassificationLoss.from_config(cfg)),

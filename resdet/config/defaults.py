@@ -301,6 +301,11 @@ _C.CLS.DATA.TEST_SPLIT = "val"
 # (pad-crop-flip only); for small fixed-size datasets such as CIFAR. False streams images from disk
 # through DataLoader workers with the transforms of CLS.INPUT.
 _C.CLS.DATA.IN_MEMORY = False
+# Subtract the training set's mean image (per pixel, as the paper's CIFAR experiments do) instead of the
+# per-channel MODEL.PIXEL_MEAN. It is computed once from the training images (after HOLDOUT and
+# TRAIN_LIMIT), kept in the model as a buffer (so checkpoints and --eval-only carry it), and padding
+# is zero after subtraction, as in the paper. Needs IN_MEMORY and images of CLS.INPUT.CROP_SIZE.
+_C.CLS.DATA.PER_PIXEL_MEAN = False
 # Hold this many training images out as a validation set (the paper's 45k/5k CIFAR split: 5000); they
 # are drawn with a fixed seed, removed from training, and evaluated as "val" besides the test split.
 _C.CLS.DATA.HOLDOUT = 0

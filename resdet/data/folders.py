@@ -27,7 +27,7 @@ from torchvision.datasets import ImageFolder
 __all__ = [
     "MissingDatasetError", "CorruptImageError", "resolve_dataset_root", "dataset_format",
     "read_image_rgb", "ImageFolderDataset", "load_cifar10_python", "decode_image_folder",
-    "split_holdout", "DeviceBatches", "iterate_in_order",
+    "split_holdout", "DeviceBatches", "mean_image", "iterate_in_order",
 ]
 
 PREPARE_HINT = "See datasets/README.md for how to prepare it, or set CLS.DATA.ROOT / $RESDET_DATASETS."
@@ -176,9 +176,11 @@ class DeviceBatches:
     """Training batches from a dataset held as a uint8 tensor on the device, augmented there.
 
     Each step takes the next `batch_size` indices of this process's shard of `sampler` (an endless index
-    stream, e.g. the engine's InfiniteSampler), gathers the images, converts to float (0-255), pads by
-    `pad` pixels with `pad_value` (the pixel mean, so padding is zero once the model normalises), crops
-    `crop` x `crop` at random and flips at random: all batched tensor ops, no per-image Python.
+    stream, e.g. the engine's InfiniteSampler), gathers the images, converts to float (0-255), and makes
+    crop(flip(pad(x - m))) + m: `pad` pixels of zeros around the mean-subtracted image, a random `crop` x
+    `crop` window, a random flip, then the mean `m` (`pad_value`) added back, because the model subtracts
+    it. `m` is per channel [C] (padding then equals m) or a mean image [C, H, W] (the paper's per-pixel
+    mean; then crop must equal H = W). All batched tensor ops, no per-image Python.
 
     The random crop offsets and flips for step t come from a generator seeded with (seed, t) and are
     drawn for the global batch (batch_size x world_size); this process takes every world_size-th row
@@ -203,7 +205,18 @@ class DeviceBatches:
         self.crop = crop or images.shape[-1]
         if self.crop > images.shape[-1] + 2 * pad or self.crop > images.shape[-2] + 2 * pad:
             raise ValueError(f"crop {self.crop} is larger than the padded image {tuple(images.shape[-2:])} + 2*{pad}")
-        self.pad_value = torch.as_tensor(pad_value, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        m = torch.as_tensor(pad_value, dtype=torch.float32, device=self.device)
+        if m.dim() == 1 and m.numel() == images.shape[1]:
+            m = m.view(1, -1, 1, 1)
+        elif m.shape == images.shape[1:]:
+            if self.crop != images.shape[-1] or self.crop != images.shape[-2]:
+                raise ValueError(f"a per-pixel mean needs crop == image size; got crop {self.crop} for images "
+                                 f"{tuple(images.shape[-2:])}")
+            m = m[None]
+        else:
+            raise ValueError(f"pad_value must be a mean per channel [{images.shape[1]}] or a mean image "
+                             f"{list(images.shape[1:])}; got shape {list(m.shape)}")
+        self.pad_value = m
         self.sampler = iter(sampler)
         self.seed, self.iteration = seed, start_iter
         self.rank, self.world_size = rank, world_size
@@ -223,11 +236,11 @@ class DeviceBatches:
         return images, self.labels[idx]
 
     def augment(self, batch: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """uint8 [B, C, H, W] -> float [B, C, crop, crop]: pad with pad_value, random crop, random flip."""
+        """uint8 [B, C, H, W] -> float [B, C, crop, crop]: crop(flip(pad(x - m))) + m, random crop and flip."""
         b, c, h, w = batch.shape
         p, s = self.pad, self.crop
-        # Pad in mean-subtracted space with zeros, then add the mean back: padded pixels equal pad_value.
-        padded = F.pad(batch.float() - self.pad_value, (p, p, p, p)) + self.pad_value
+        # Pad in mean-subtracted space with zeros (the paper's padding); the mean goes back after the crop.
+        padded = F.pad(batch.float() - self.pad_value, (p, p, p, p))
         hp, wp = h + 2 * p, w + 2 * p
         # Draw for the whole global batch, keep this rank's interleaved rows (see the class docstring).
         gb = b * self.world_size
@@ -243,7 +256,18 @@ class DeviceBatches:
             cols = torch.where(flip[:, None], cols.flip(1), cols)   # a flipped crop reads columns backwards
         # One gather over the flattened padded images takes every crop at once.
         flat = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, s * s).expand(b, c, s * s)
-        return padded.view(b, c, hp * wp).gather(2, flat).view(b, c, s, s)
+        return padded.view(b, c, hp * wp).gather(2, flat).view(b, c, s, s) + self.pad_value
+
+
+def mean_image(images: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """The per-pixel mean [C, H, W] (float32, 0-255) of uint8 images [N, C, H, W], in chunks (a float
+    copy of all 50k CIFAR images at once would be 600 MB), accumulated in float64."""
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError(f"mean_image needs images [N > 0, C, H, W]; got {tuple(images.shape)}")
+    total = torch.zeros(images.shape[1:], dtype=torch.float64, device=images.device)
+    for i in range(0, images.shape[0], chunk):
+        total += images[i:i + chunk].to(torch.float64).sum(0)
+    return (total / images.shape[0]).float()
 
 
 def iterate_in_order(images: torch.Tensor, labels: torch.Tensor, batch_size: int, rank: int = 0,

@@ -9,7 +9,7 @@ from PIL import Image
 
 from resdet.data.folders import (CorruptImageError, DeviceBatches, ImageFolderDataset, MissingDatasetError,
                                  dataset_format, decode_image_folder, iterate_in_order, load_cifar10_python,
-                                 resolve_dataset_root, split_holdout)
+                                 mean_image, resolve_dataset_root, split_holdout)
 from resdet.data.samplers import InfiniteSampler
 from tests.classification.helpers import make_cifar_batches, make_image_tree
 
@@ -110,6 +110,28 @@ def test_device_batches_pad_crop_flip_matches_per_image_reference():
     i = int((oy == 0).nonzero()[0]) if (oy == 0).any() else None
     if i is not None:
         assert torch.equal(out[i, :, 0], torch.tensor(pad_value).view(3, 1).expand(3, 32))
+
+
+def test_device_batches_with_a_per_pixel_mean_are_the_papers_crops():
+    """The paper: subtract the mean image, pad with zeros, crop, flip. The model subtracts the mean image
+    again, so the batches must be exactly crop(flip(pad(x - M))) + M."""
+    x = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8)
+    m = mean_image(x, chunk=7)
+    assert torch.allclose(m, x.double().mean(0).float(), atol=1e-5) and m.shape == (3, 32, 32)
+    db = DeviceBatches(x, torch.arange(20), 8, iter(range(10**6)), pad=4, pad_value=m, seed=5)
+    out = db.augment(x[:8], db._generator())
+    g = db._generator()
+    oy, ox = torch.randint(0, 9, (8,), generator=g), torch.randint(0, 9, (8,), generator=g)
+    flip = torch.rand(8, generator=g) < 0.5
+    for i in range(8):
+        paper = F.pad(x[i].float() - m, (4,) * 4)[:, oy[i]:oy[i] + 32, ox[i]:ox[i] + 32]
+        paper = paper.flip(-1) if flip[i] else paper
+        torch.testing.assert_close(out[i] - m, paper, rtol=0, atol=1e-4)
+    assert int(((out - m).abs() < 1e-4).sum()) > 0  # some padding is in view, and it is zero
+    with pytest.raises(ValueError, match="per-pixel mean needs crop == image size"):
+        DeviceBatches(x, torch.arange(20), 8, iter(range(10)), crop=28, pad_value=m)
+    with pytest.raises(ValueError, match=r"pad_value must be a mean per channel \[3\] or a mean image"):
+        DeviceBatches(x, torch.arange(20), 8, iter(range(10)), pad_value=(1.0, 2.0))
 
 
 def test_device_batches_resume_from_iteration_alone():

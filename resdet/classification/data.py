@@ -169,7 +169,8 @@ def _worker_seeder(seed: int, start_iter: int, rank: int):
 
 
 def _streaming(cfg, root: str, device, rank: int, world_size: int) -> ClassificationData:
-    train_ds = ImageFolderDataset(root, cfg.CLS.DATA.TRAIN_SPLIT, transforms_from_config(cfg, train=True))
+    train_ds = ImageFolderDataset(root, cfg.CLS.DATA.TRAIN_SPLIT, transforms_from_config(cfg, train=True),
+                                  skip_bad_images=cfg.DATALOADER.SKIP_BAD_IMAGES)
     test_ds = ImageFolderDataset(root, cfg.CLS.DATA.TEST_SPLIT, transforms_from_config(cfg, train=False))
     if train_ds.classes != test_ds.classes:
         raise ValueError(f"Class folders differ between '{train_ds.root}' and '{test_ds.root}'")

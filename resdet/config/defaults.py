@@ -370,6 +370,12 @@ _C.CLS.TEST.TRAIN_SUBSET = 10000
 _C.DATALOADER = CN()
 # Worker processes per training process.
 _C.DATALOADER.NUM_WORKERS = 4
+# A missing, undecodable or mis-sized training image stops the run with an error naming the file
+# (False). True reports it instead (a warning naming the file, and the count) and trains without it:
+# detection drops it when the dataset is loaded, or takes the next image if it breaks mid-run;
+# streamed classification takes the next image. Evaluation never skips: a test image that cannot be
+# read is always an error, so that scores stay comparable.
+_C.DATALOADER.SKIP_BAD_IMAGES = False
 
 # ----------------------------------------------------------------------------------------------------
 # Misc

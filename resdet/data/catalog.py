@@ -93,8 +93,9 @@ def dataset_files(name: str) -> Tuple[str, str]:
     return _CATALOG[name]()
 
 
-def get_detection_dataset(name: str, filter_empty: bool = True, check_images: str = "header") -> Tuple[List[dict], DatasetMetadata]:
+def get_detection_dataset(name: str, filter_empty: bool = True, check_images: str = "header",
+                          skip_bad_images: bool = False) -> Tuple[List[dict], DatasetMetadata]:
     """Dataset dicts and metadata of a registered dataset."""
     json_file, image_root = dataset_files(name)
     return load_coco_json(json_file, image_root, dataset_name=name, filter_empty=filter_empty,
-                          check_images=check_images)
+                          check_images=check_images, skip_bad_images=skip_bad_images)

@@ -128,6 +128,7 @@ def load_coco_json(
     dataset_name: str = "",
     filter_empty: bool = True,
     check_images: str = "header",
+    skip_bad_images: bool = False,
 ) -> Tuple[List[dict], DatasetMetadata]:
     """Read a COCO instances JSON into dataset dicts and metadata.
 
@@ -137,6 +138,7 @@ def load_coco_json(
         filter_empty: drop images with no usable non-crowd annotation (for training).
         check_images: "none", "header" (exists, and the header's size with EXIF orientation matches the
             JSON: cheap) or "decode" (also decodes every image whole: slow on big datasets).
+        skip_bad_images: leave out images that fail the check (each named in a warning) instead of raising.
     Raises CocoFormatError / ImageFileError naming the file and the offending items.
     """
     from pycocotools.coco import COCO
@@ -165,14 +167,22 @@ def load_coco_json(
     dicts: List[dict] = []
     num_degenerate = num_short_only = num_clipped = num_empty = 0
     degenerate_examples: List[int] = []
+    bad_images: List[str] = []
     for img_id in sorted(coco.imgs):
         img = coco.imgs[img_id]
         path = os.path.join(image_root, img["file_name"])
-        if check_images == "none":
-            if not os.path.isfile(path):
-                raise ImageFileError(f"Image file not found: '{path}' (image {img_id} of '{json_file}')")
-        else:
-            check_image_file(path, img["width"], img["height"], decode=check_images == "decode")
+        try:
+            if check_images == "none":
+                if not os.path.isfile(path):
+                    raise ImageFileError(f"Image file not found: '{path}' (image {img_id} of '{json_file}')")
+            else:
+                check_image_file(path, img["width"], img["height"], decode=check_images == "decode")
+        except ImageFileError as e:
+            if not skip_bad_images:
+                raise
+            logger.warning("Skipping image %d (DATALOADER.SKIP_BAD_IMAGES): %s", img_id, e)
+            bad_images.append(path)
+            continue
         W, H = img["width"], img["height"]
         annotations = []
         for ann in coco.imgToAnns.get(img_id, []):
@@ -216,10 +226,13 @@ def load_coco_json(
         f" (e.g. annotation ids {degenerate_examples})" if degenerate_examples else "",
         num_short_only, num_clipped, "skipped" if filter_empty else "kept", num_empty,
     )
+    if bad_images:
+        logger.warning("Left out %d unreadable images of %s (DATALOADER.SKIP_BAD_IMAGES), e.g. %s",
+                       len(bad_images), json_file, bad_images[:5])
     meta.stats = {
         "degenerate_boxes": num_degenerate, "short_polygon_instances": num_short_only,
         "clipped_boxes": num_clipped, "empty_images_skipped": num_empty if filter_empty else 0,
-        "filled_area": report.filled_area,
+        "filled_area": report.filled_area, "bad_images_skipped": len(bad_images),
     }
     return dicts, meta
 

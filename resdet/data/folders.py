@@ -13,6 +13,7 @@ Missing data raises `MissingDatasetError`, which says where it looked and how to
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,8 @@ __all__ = [
     "read_image_rgb", "ImageFolderDataset", "load_cifar10_python", "decode_image_folder",
     "split_holdout", "DeviceBatches", "mean_image", "iterate_in_order",
 ]
+
+logger = logging.getLogger(__name__)
 
 PREPARE_HINT = "See datasets/README.md for how to prepare it, or set CLS.DATA.ROOT / $RESDET_DATASETS."
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -77,7 +80,8 @@ class ImageFolderDataset(ImageFolder):
     Items are `(transform(PIL image), class index)`; classes are the sorted sub-folder names.
     """
 
-    def __init__(self, root: str, split: str, transform: Optional[Callable] = None):
+    def __init__(self, root: str, split: str, transform: Optional[Callable] = None, skip_bad_images: bool = False):
+        self.skip_bad_images = skip_bad_images
         split_dir = os.path.join(root, split)
         if not os.path.isdir(split_dir):
             raise MissingDatasetError(
@@ -95,6 +99,17 @@ class ImageFolderDataset(ImageFolder):
     @property
     def labels(self) -> List[int]:
         return list(self.targets)
+
+    def __getitem__(self, index: int):
+        # With skip_bad_images an unreadable file is reported by path and the next image is served (at
+        # most 10 in a row); without it the CorruptImageError naming the file stops the run.
+        for attempt in range(11):
+            try:
+                return super().__getitem__((index + attempt) % len(self.samples))
+            except CorruptImageError as e:
+                if not self.skip_bad_images or attempt == 10:
+                    raise
+                logger.warning("Skipping a bad training image (DATALOADER.SKIP_BAD_IMAGES): %s", e)
 
 
 def _cifar_dir(root: str) -> Optional[str]:

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .catalog import get_detection_dataset, register_from_config
-from .coco import DatasetMetadata
+from .coco import DatasetMetadata, ImageFileError
 from .grouping import AspectRatioGroupedBatchSampler, aspect_ratio_groups
 from .transforms import DetectionMapper
 
@@ -42,13 +42,19 @@ class MappedDataset(Dataset):
     An item may be asked for as `(index, position)` (the training batch sampler does this): the
     augmentation is then seeded from (seed, rank, position), so the same stream position always gets
     the same crop and flip: in any worker, and after a resume.
+
+    With `skip_bad_images`, an image that cannot be read (ImageFileError) is reported with a warning
+    naming it and the next record takes its place (at most 10 in a row, then the error is raised).
     """
 
-    def __init__(self, records: List[dict], mapper, seed: int = 0, rank: int = 0):
+    MAX_BAD_IN_A_ROW = 10
+
+    def __init__(self, records: List[dict], mapper, seed: int = 0, rank: int = 0, skip_bad_images: bool = False):
         self.records = records
         self.mapper = mapper
         self.seed = seed
         self.rank = rank
+        self.skip_bad_images = skip_bad_images
 
     def __len__(self) -> int:
         return len(self.records)
@@ -62,7 +68,13 @@ class MappedDataset(Dataset):
             self.mapper.augmentation.set_random_seed(sample_seed)
         else:
             index = item
-        return self.mapper(self.records[index])
+        for attempt in range(self.MAX_BAD_IN_A_ROW + 1):
+            try:
+                return self.mapper(self.records[(index + attempt) % len(self.records)])
+            except ImageFileError as e:
+                if not self.skip_bad_images or attempt == self.MAX_BAD_IN_A_ROW:
+                    raise
+                logger.warning("Skipping a bad training image (DATALOADER.SKIP_BAD_IMAGES): %s", e)
 
 
 def _dist():
@@ -90,15 +102,16 @@ class InferenceSampler(Sampler[int]):
         return len(self.indices)
 
 
-def load_train_records(names: Sequence[str], filter_empty: bool = True, check_images: str = "header"
-                       ) -> Tuple[List[dict], DatasetMetadata]:
+def load_train_records(names: Sequence[str], filter_empty: bool = True, check_images: str = "header",
+                       skip_bad_images: bool = False) -> Tuple[List[dict], DatasetMetadata]:
     """Concatenated dicts of several registered datasets; their categories must agree."""
     if not names:
         raise ValueError("DATASETS.TRAIN is empty: name at least one registered dataset")
     records: List[dict] = []
     meta = None
     for name in names:
-        dicts, m = get_detection_dataset(name, filter_empty=filter_empty, check_images=check_images)
+        dicts, m = get_detection_dataset(name, filter_empty=filter_empty, check_images=check_images,
+                                         skip_bad_images=skip_bad_images)
         if meta is not None and m.dataset_id_to_contiguous != meta.dataset_id_to_contiguous:
             raise ValueError(f"Dataset '{name}' has categories {m.thing_classes}, which differ from "
                              f"'{meta.name}' ({meta.thing_classes}); they cannot be trained together")
@@ -117,14 +130,14 @@ def build_detection_train_loader(cfg, start_iter: int = 0, mapper: Optional[Dete
 
     register_from_config(cfg)
     records, meta = load_train_records(cfg.DATASETS.TRAIN, cfg.DATASETS.FILTER_EMPTY_ANNOTATIONS,
-                                       cfg.DATASETS.CHECK_IMAGES)
+                                       cfg.DATASETS.CHECK_IMAGES, cfg.DATALOADER.SKIP_BAD_IMAGES)
     rank, world = _dist()
     global_batch = cfg.SOLVER.IMS_PER_BATCH
     if global_batch % world:
         raise ValueError(f"SOLVER.IMS_PER_BATCH={global_batch} is not divisible by the {world} processes")
     per_rank = global_batch // world
     mapper = mapper or DetectionMapper(**DetectionMapper.from_config(cfg, is_train=True))
-    dataset = MappedDataset(records, mapper, seed=cfg.SEED, rank=rank)
+    dataset = MappedDataset(records, mapper, seed=cfg.SEED, rank=rank, skip_bad_images=cfg.DATALOADER.SKIP_BAD_IMAGES)
     # Without grouping every image is in group 0: batches are then plain consecutive stream chunks,
     # and resuming (replaying the integer stream up to start_iter) works the same way.
     groups = aspect_ratio_groups(records) if cfg.INPUT.ASPECT_RATIO_GROUPING else [0] * len(records)

@@ -67,6 +67,48 @@ def test_corrupt_image_is_an_error_naming_it(tmp_path):
         read_image(path)
 
 
+def test_bad_images_are_skipped_and_reported_only_when_asked(tmp_path, caplog):
+    json_path, image_dir, _ = write_case(tmp_path)
+    path = os.path.join(image_dir, "b.jpg")
+    with open(path, "rb") as f:
+        head = f.read()
+    with open(path, "wb") as f:
+        f.write(head[: len(head) // 2])
+    os.remove(os.path.join(image_dir, "empty.jpg"))
+    every, _ = load_coco_json(json_path, image_dir, filter_empty=False, check_images="none",
+                              skip_bad_images=True)  # only the missing file is known at this level
+    with caplog.at_level(logging.WARNING, logger="resdet.data.coco"):
+        kept, meta = load_coco_json(json_path, image_dir, filter_empty=False, check_images="decode",
+                                    skip_bad_images=True)
+    names = {os.path.basename(d["file_name"]) for d in kept}
+    assert "b.jpg" not in names and "empty.jpg" not in names and len(kept) == len(every) - 1
+    assert meta.stats["bad_images_skipped"] == 2
+    assert "b.jpg" in caplog.text and "empty.jpg" in caplog.text and "Left out 2 unreadable images" in caplog.text
+    with pytest.raises(ImageFileError):
+        load_coco_json(json_path, image_dir, filter_empty=False, check_images="decode")
+
+
+def test_a_training_image_that_breaks_mid_run_is_replaced_only_when_asked(tmp_path, caplog):
+    import torch
+
+    from resdet.data.loader import MappedDataset
+    from resdet.data.transforms import DetectionMapper
+
+    json_path, image_dir, _ = write_case(tmp_path)
+    dicts, _ = load_coco_json(json_path, image_dir, filter_empty=True)
+    mapper = DetectionMapper(True, mask_on=True, min_size_train=(64,), max_size=128)
+    with open(dicts[0]["file_name"], "wb") as f:
+        f.write(b"overwritten after the dataset was checked")
+    strict = MappedDataset(dicts, mapper)
+    with pytest.raises(ImageFileError, match=os.path.basename(dicts[0]["file_name"])):
+        strict[0]
+    lenient = MappedDataset(dicts, mapper, skip_bad_images=True)
+    with caplog.at_level(logging.WARNING, logger="resdet.data.loader"):
+        image, target = lenient[0]
+    assert int(target["image_id"]) == dicts[1]["image_id"] and isinstance(image, torch.Tensor)
+    assert os.path.basename(dicts[0]["file_name"]) in caplog.text
+
+
 def test_missing_image_is_an_error_naming_it(tmp_path):
     json_path, image_dir, _ = write_case(tmp_path)
     os.remove(os.path.join(image_dir, "empty.jpg"))

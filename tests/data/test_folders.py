@@ -43,6 +43,23 @@ def test_corrupt_and_truncated_images_are_reported_by_path(tmp_path):
         decode_image_folder(ds)
 
 
+def test_bad_images_are_skipped_only_when_asked(tmp_path, caplog):
+    import logging
+
+    root = make_image_tree(tmp_path, {"train": 2}, num_classes=2)
+    garbage = os.path.join(root, "train", "class_0", "0001.jpg")
+    with open(garbage, "wb") as f:
+        f.write(b"not an image")
+    ds = ImageFolderDataset(root, "train", skip_bad_images=True)
+    paths = [p for p, _ in ds.samples]
+    i = paths.index(garbage)
+    with caplog.at_level(logging.WARNING, logger="resdet.data.folders"):
+        image, label = ds[i]
+    assert garbage in caplog.text and "SKIP_BAD_IMAGES" in caplog.text
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(paths[i + 1]).convert("RGB")))
+    assert label == ds.samples[i + 1][1]
+
+
 def test_missing_data_says_where_it_looked_and_how_to_prepare(tmp_path):
     with pytest.raises(MissingDatasetError) as e:
         ImageFolderDataset(str(tmp_path / "imagenet"), "train")

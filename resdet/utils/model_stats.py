@@ -11,9 +11,12 @@ from typing import Dict, Tuple
 
 import torch
 import torch.nn as nn
-from fvcore.nn import FlopCountAnalysis
+with warnings.catch_warnings():
+    # importing fvcore.nn scripts its focal loss with torch.jit.script, deprecated in newer torch
+    warnings.filterwarnings("ignore", message=r".*torch\.jit", category=FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
 
-__all__ = ["count_parameters", "count_flops", "output_shapes", "model_summary"]
+__all__ = ["count_parameters", "count_flops", "output_shapes", "model_summary", "detection_model_summary"]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -33,16 +36,63 @@ def count_flops(model: nn.Module, input_size: Tuple[int, int] = (224, 224)) -> i
     was_training = model.training
     model.eval()
     try:
-        analysis = FlopCountAnalysis(model, _dummy(model, input_size))
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        # fvcore logs every op it skips (relu, add, pooling: negligible against convs); keep it quiet.
-        logging.getLogger("fvcore.nn.jit_analysis").setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            # fvcore traces with torch.jit, which newer torch marks as deprecated; the count is unaffected.
-            warnings.filterwarnings("ignore", message=r".*torch\.jit", category=FutureWarning)
-            return int(analysis.total())
+        return int(_analysis(model, (_dummy(model, input_size),)).total())
     finally:
         model.train(was_training)
+
+
+def _analysis(model: nn.Module, inputs: tuple) -> FlopCountAnalysis:
+    analysis = FlopCountAnalysis(model, inputs)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    # fvcore logs every op it skips (relu, add, pooling, nms: negligible against convs); keep it quiet.
+    logging.getLogger("fvcore.nn.jit_analysis").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        # fvcore traces with torch.jit, which newer torch marks as deprecated; the count is unaffected.
+        warnings.filterwarnings("ignore", message=r".*torch\.jit", category=FutureWarning)
+        analysis.total()  # runs the trace once, inside the filter; later queries reuse it
+    return analysis
+
+
+class _OneImage(nn.Module):
+    """GeneralizedRCNN on one image tensor, returning tensors (what torch.jit tracing can follow)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        out = self.model([image])[0]
+        # every output, masks included: the trace drops whatever does not reach an output
+        return tuple(out[k] for k in ("boxes", "scores", "labels", "masks") if k in out)
+
+
+@torch.no_grad()
+def detection_model_summary(model: nn.Module, input_size: Tuple[int, int] = (800, 1216)) -> Dict[str, object]:
+    """Parameters and inference FLOPs of a GeneralizedRCNN, per component, for one image of `input_size`.
+
+    Backbone, FPN and RPN costs depend only on the size. The RoI heads' cost grows with the proposals
+    kept (box head) and the detections (mask head), which depend on the weights: the count is for
+    this model's own outputs on a blank image, and the number of detections is reported with it.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        p = next(model.parameters())
+        image = torch.zeros(3, *input_size, device=p.device)
+        analysis = _analysis(_OneImage(model), (image,))
+        detections = int(model([image])[0]["boxes"].shape[0])
+    finally:
+        model.train(was_training)
+    by_module = analysis.by_module()
+    parts = [n for n, _ in model.named_children()]
+    return {
+        "input_size": tuple(input_size),
+        "parameters": {n: count_parameters(getattr(model, n)) for n in parts} | {"total": count_parameters(model)},
+        "trainable_parameters": {n: count_parameters(getattr(model, n), True) for n in parts}
+        | {"total": count_parameters(model, True)},
+        "flops": {n: int(by_module.get(f"model.{n}", 0)) for n in parts} | {"total": int(analysis.total())},
+        "detections": detections,
+    }
 
 
 @torch.no_grad()

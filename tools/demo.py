@@ -23,8 +23,10 @@ def parse_args(argv=None):
     p.add_argument("--score", type=float, default=None, help="draw detections scoring at least this "
                    "(default TEST.VIS_SCORE_THRESHOLD)")
     p.add_argument("--limit", type=int, default=0, help="at most this many images (0: all)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    return p.parse_args(argv)
+    p.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
+    # Intermixed: options may come before, between or after the KEY VALUE pairs (not right after
+    # --input, which takes every name that follows it).
+    return p.parse_intermixed_args(argv)
 
 
 def list_images(inputs):

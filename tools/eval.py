@@ -29,8 +29,9 @@ def parse_args(argv=None):
     p.add_argument("--output-dir", default="", help="where results and coco_eval.json go")
     p.add_argument("--backend", default="", choices=["", "pycocotools", "faster_coco_eval"],
                    help="COCOeval implementation (default: TEST.COCO_EVAL_BACKEND, i.e. pycocotools)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = p.parse_args(argv)
+    p.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
+    # Intermixed: options may come before, between or after the KEY VALUE pairs.
+    args = p.parse_intermixed_args(argv)
     if bool(args.config) == bool(args.results):
         p.error("give either --config (evaluate a model) or --gt and --results (evaluate a results file)")
     if args.results and not args.gt:

@@ -46,3 +46,15 @@ def test_eval_tool_names_a_bad_result(tmp_path):
     assert "result #1 has image_id 8, which the ground truth does not have" in proc.stderr
     proc = _run(["--results", str(bad)])
     assert proc.returncode == 2 and "--results needs --gt" in proc.stderr
+
+
+def test_flags_may_follow_the_overrides():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_tool", os.path.join(ROOT, "tools", "eval.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = tool.parse_args(["--config", "c.yaml", "MODEL.DEVICE", "cpu", "--output-dir", "out",
+                            "TEST.DETECTIONS_PER_IMAGE", "-1", "--backend", "faster_coco_eval"])
+    assert args.opts == ["MODEL.DEVICE", "cpu", "TEST.DETECTIONS_PER_IMAGE", "-1"]
+    assert (args.config, args.output_dir, args.backend) == ("c.yaml", "out", "faster_coco_eval")

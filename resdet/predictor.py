@@ -32,14 +32,15 @@ def _device_for(name: str) -> torch.device:
 class DetectionPredictor:
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str] = (), min_size: int = 800,
                  max_size: int = 1333, device: Optional[torch.device] = None, score_threshold: float = 0.5,
-                 mask_threshold: float = 0.5):
+                 mask_threshold: float = 0.5, resize_rounding: str = "round"):
         from resdet.data.transforms import build_augmentation
 
         self.model = model.eval()
         self.device = device or next(model.parameters()).device
         self.model.to(self.device)
         self.class_names = list(class_names)
-        self.resize = build_augmentation(False, min_size_test=min_size, max_size=max_size)
+        self.resize = build_augmentation(False, min_size_test=min_size, max_size=max_size,
+                                         resize_rounding=resize_rounding)
         self.score_threshold = score_threshold
         self.mask_threshold = mask_threshold
 
@@ -59,7 +60,8 @@ class DetectionPredictor:
         if class_names is None:
             class_names = _dataset_class_names(cfg)
         return cls(model, class_names, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
-                   _device_for(cfg.MODEL.DEVICE), cfg.TEST.VIS_SCORE_THRESHOLD, cfg.TEST.MASK_THRESHOLD)
+                   _device_for(cfg.MODEL.DEVICE), cfg.TEST.VIS_SCORE_THRESHOLD, cfg.TEST.MASK_THRESHOLD,
+                   cfg.INPUT.RESIZE_ROUNDING)
 
     def _load(self, image: Union[str, np.ndarray]) -> np.ndarray:
         from resdet.data.coco import read_image

@@ -259,6 +259,9 @@ _C.INPUT.MAX_SIZE_TRAIN = 1333
 # Test: the shorter side is resized to this, the longer side capped at MAX_SIZE_TEST.
 _C.INPUT.MIN_SIZE_TEST = 800
 _C.INPUT.MAX_SIZE_TEST = 1333
+# How a resized side is rounded to whole pixels: "round" (Detectron2) or "floor" (torchvision's
+# GeneralizedRCNNTransform; the configs/torchvision presets use it so that inputs match torchvision's).
+_C.INPUT.RESIZE_ROUNDING = "round"
 # Probability of a horizontal flip in training (0 turns flipping off).
 _C.INPUT.RANDOM_FLIP_PROB = 0.5
 # Large-scale jitter (Ghiasi et al. 2021) instead of the multi-scale resize.

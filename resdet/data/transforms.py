@@ -13,6 +13,7 @@ through the `ann_index` label field).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 
 import resdet  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before albumentations is imported)
 import albumentations as A  # noqa: E402
+from albumentations.augmentations.geometric import functional as fgeometric  # noqa: E402
 
 from .coco import read_image
 
@@ -32,11 +34,28 @@ class ResizeShortestEdge(A.SmallestMaxSize):
     torchvision's rule). albumentations has the two halves (SmallestMaxSize, LongestMaxSize) but not the
     capped combination, and chaining them would upscale small images to the cap."""
 
-    def __init__(self, max_size, max_longer: int = 1333, **kwargs):
+    def __init__(self, max_size, max_longer: int = 1333, rounding: str = "round", **kwargs):
         super().__init__(max_size=max_size, **kwargs)
         if max_longer <= 0:
             raise ValueError(f"max_longer must be positive, got {max_longer}")
+        if rounding not in ("round", "floor"):
+            raise ValueError(f"INPUT.RESIZE_ROUNDING must be 'round' or 'floor', got {rounding!r}")
         self.max_longer = int(max_longer)
+        self.rounding = rounding
+
+    def _new_size(self, height: int, width: int, scale: float) -> Tuple[int, int]:
+        # "round": Detectron2 (and albumentations); "floor": torchvision's GeneralizedRCNNTransform, whose
+        # interpolate(scale_factor=s, recompute_scale_factor=True) gives floor(side * s) in double
+        # precision; with "floor" our sizes equal torchvision's for every image (tested)
+        if self.rounding == "floor":
+            return max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def apply(self, img: np.ndarray, scale: float, **params: Any) -> np.ndarray:
+        return fgeometric.resize(img, self._new_size(*img.shape[:2], scale), interpolation=self.interpolation)
+
+    def apply_to_mask(self, mask: np.ndarray, scale: float, **params: Any) -> np.ndarray:
+        return fgeometric.resize(mask, self._new_size(*mask.shape[:2], scale), interpolation=self.mask_interpolation)
 
     def get_params_dependent_on_data(self, params: Dict[str, Any], data: Dict[str, Any]) -> Dict[str, Any]:
         h, w = params["shape"][:2]
@@ -54,10 +73,11 @@ def build_augmentation(
     lsj: bool = False,
     lsj_size: int = 1024,
     lsj_scale: Tuple[float, float] = (0.1, 2.0),
+    resize_rounding: str = "round",
 ) -> A.Compose:
     """The albumentations pipeline, with boxes in pascal_voc (xyxy absolute) and an `ann_index` field."""
     if not is_train:
-        ops = [ResizeShortestEdge(int(min_size_test), max_size)]
+        ops = [ResizeShortestEdge(int(min_size_test), max_size, rounding=resize_rounding)]
     elif lsj:
         lo, hi = lsj_scale
         if not 0 < lo <= hi:
@@ -72,7 +92,7 @@ def build_augmentation(
         sizes = [int(s) for s in (min_size_train if isinstance(min_size_train, (list, tuple)) else [min_size_train])]
         if not sizes or min(sizes) <= 0:
             raise ValueError(f"min_size_train must be positive sizes, got {min_size_train!r}")
-        ops = [ResizeShortestEdge(sizes, max_size)]
+        ops = [ResizeShortestEdge(sizes, max_size, rounding=resize_rounding)]
     if is_train and flip_prob > 0:
         ops.append(A.HorizontalFlip(p=flip_prob))
     return A.Compose(
@@ -125,6 +145,7 @@ class DetectionMapper:
             "lsj": cfg.INPUT.LSJ.ENABLED,
             "lsj_size": cfg.INPUT.LSJ.IMAGE_SIZE,
             "lsj_scale": tuple(cfg.INPUT.LSJ.SCALE_RANGE),
+            "resize_rounding": cfg.INPUT.RESIZE_ROUNDING,
         }
 
     def __call__(self, record: dict) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:

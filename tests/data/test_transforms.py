@@ -87,3 +87,33 @@ def test_bad_sizes_are_rejected():
         build_augmentation(True, min_size_train=(0,))
     with pytest.raises(ValueError, match="lsj_scale"):
         build_augmentation(True, lsj=True, lsj_scale=(2.0, 1.0))
+
+
+def test_floor_rounding_gives_torchvisions_sizes_and_pixels():
+    """The torchvision presets resize like GeneralizedRCNNTransform: same sizes for every shape tried,
+    and pixels that differ only by uint8 rounding (cv2 on uint8 vs torch on float)."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    tv = GeneralizedRCNNTransform(800, 1333, [0.0] * 3, [1.0] * 3).eval()
+    floor = build_augmentation(False, min_size_test=800, max_size=1333, resize_rounding="floor")
+    rounded = build_augmentation(False, min_size_test=800, max_size=1333)
+    rng = np.random.default_rng(0)
+    shapes = [(480, 640), (1567, 1818), (644, 593), (427, 640)] + [tuple(rng.integers(60, 1500, 2)) for _ in range(60)]
+    n_round_differs = 0
+    for h, w in shapes:
+        empty = np.zeros((int(h), int(w), 3), np.uint8)
+        ours = floor(image=empty, bboxes=np.zeros((0, 4)), ann_index=[])["image"].shape[:2]
+        theirs = tuple(tv.resize(torch.zeros(3, int(h), int(w)), None)[0].shape[-2:])
+        assert tuple(ours) == theirs, (h, w)
+        n_round_differs += rounded(image=empty, bboxes=np.zeros((0, 4)), ann_index=[])["image"].shape[:2] != theirs
+    assert n_round_differs > 0  # Detectron2's rounding is a different rule, so the option matters
+    img = rng.integers(0, 256, (333, 500, 3), dtype=np.uint8)
+    ours = torch.from_numpy(floor(image=img, bboxes=np.zeros((0, 4)), ann_index=[])["image"]).permute(2, 0, 1).float()
+    theirs = tv.resize(torch.from_numpy(img).permute(2, 0, 1).float(), None)[0]
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().max() <= 1.0 and (ours - theirs).abs().mean() < 0.3
+
+
+def test_unknown_rounding_is_rejected():
+    with pytest.raises(ValueError, match="INPUT.RESIZE_ROUNDING must be 'round' or 'floor'"):
+        build_augmentation(False, resize_rounding="ceil")

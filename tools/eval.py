@@ -17,6 +17,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from resdet.evaluation.coco import BACKENDS  # noqa: E402
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,7 +29,7 @@ def parse_args(argv=None):
     p.add_argument("--results", help="COCO results JSON to evaluate against --gt")
     p.add_argument("--iou-types", nargs="+", default=["bbox", "segm"], choices=["bbox", "segm"])
     p.add_argument("--output-dir", default="", help="where results and coco_eval.json go")
-    p.add_argument("--backend", default="", choices=["", "pycocotools", "faster_coco_eval"],
+    p.add_argument("--backend", default="", choices=("",) + BACKENDS,
                    help="COCOeval implementation (default: TEST.COCO_EVAL_BACKEND, i.e. pycocotools)")
     p.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
     # Intermixed: options may come before, between or after the KEY VALUE pairs.

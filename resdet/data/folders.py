@@ -17,7 +17,7 @@ import logging
 import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -101,15 +101,25 @@ class ImageFolderDataset(ImageFolder):
         return list(self.targets)
 
     def __getitem__(self, index: int):
-        # With skip_bad_images an unreadable file is reported by path and the next image is served (at
-        # most 10 in a row); without it the CorruptImageError naming the file stops the run.
-        for attempt in range(11):
-            try:
-                return super().__getitem__((index + attempt) % len(self.samples))
-            except CorruptImageError as e:
-                if not self.skip_bad_images or attempt == 10:
-                    raise
-                logger.warning("Skipping a bad training image (DATALOADER.SKIP_BAD_IMAGES): %s", e)
+        # With skip_bad_images an unreadable file is reported by path and the next image is served;
+        # without it the CorruptImageError naming the file stops the run.
+        return get_skipping_bad_images(super().__getitem__, index, len(self.samples), CorruptImageError,
+                                       self.skip_bad_images)
+
+
+MAX_BAD_IMAGES_IN_A_ROW = 10
+
+
+def get_skipping_bad_images(get: Callable[[int], Any], index: int, length: int, error: type, skip: bool):
+    """`get(index)`; with `skip`, an `error` (an unreadable image) is logged and the next index served
+    instead, up to MAX_BAD_IMAGES_IN_A_ROW times before the error is raised (DATALOADER.SKIP_BAD_IMAGES)."""
+    for attempt in range(MAX_BAD_IMAGES_IN_A_ROW + 1):
+        try:
+            return get((index + attempt) % length)
+        except error as e:
+            if not skip or attempt == MAX_BAD_IMAGES_IN_A_ROW:
+                raise
+            logger.warning("Skipping a bad training image (DATALOADER.SKIP_BAD_IMAGES): %s", e)
 
 
 def _cifar_dir(root: str) -> Optional[str]:

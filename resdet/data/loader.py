@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .catalog import get_detection_dataset, register_from_config
 from .coco import DatasetMetadata, ImageFileError
+from .folders import get_skipping_bad_images
 from .grouping import AspectRatioGroupedBatchSampler, aspect_ratio_groups
 from .transforms import DetectionMapper
 
@@ -44,10 +45,8 @@ class MappedDataset(Dataset):
     the same crop and flip: in any worker, and after a resume.
 
     With `skip_bad_images`, an image that cannot be read (ImageFileError) is reported with a warning
-    naming it and the next record takes its place (at most 10 in a row, then the error is raised).
+    naming it and the next record takes its place (`folders.get_skipping_bad_images`).
     """
-
-    MAX_BAD_IN_A_ROW = 10
 
     def __init__(self, records: List[dict], mapper, seed: int = 0, rank: int = 0, skip_bad_images: bool = False):
         self.records = records
@@ -68,13 +67,8 @@ class MappedDataset(Dataset):
             self.mapper.augmentation.set_random_seed(sample_seed)
         else:
             index = item
-        for attempt in range(self.MAX_BAD_IN_A_ROW + 1):
-            try:
-                return self.mapper(self.records[(index + attempt) % len(self.records)])
-            except ImageFileError as e:
-                if not self.skip_bad_images or attempt == self.MAX_BAD_IN_A_ROW:
-                    raise
-                logger.warning("Skipping a bad training image (DATALOADER.SKIP_BAD_IMAGES): %s", e)
+        return get_skipping_bad_images(lambda i: self.mapper(self.records[i]), index, len(self.records),
+                                       ImageFileError, self.skip_bad_images)
 
 
 def _dist():

@@ -140,25 +140,28 @@ def format_per_category_table(per_category: Dict[str, Optional[float]], columns:
 BACKENDS = ("pycocotools", "faster_coco_eval")
 
 
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"TEST.COCO_EVAL_BACKEND must be one of {BACKENDS}; got {backend!r}")
+
+
 def _make_coco_eval(backend: str, coco_gt, dets: List[dict], iou_type: str):
-    """(COCOeval-like object, its module name) for `backend` over the validated detections."""
+    """A COCOeval object of `backend` (checked by the caller) over the validated detections."""
     if backend == "pycocotools":
         from pycocotools.cocoeval import COCOeval
 
         with contextlib.redirect_stdout(io.StringIO()):
             coco_dt = coco_gt.loadRes(dets)
         return COCOeval(coco_gt, coco_dt, iou_type)
-    if backend == "faster_coco_eval":
-        try:
-            from faster_coco_eval import COCO as FastCOCO, COCOeval_faster
-        except ImportError as e:
-            raise ImportError("TEST.COCO_EVAL_BACKEND 'faster_coco_eval' needs the faster-coco-eval package "
-                              "(pip install faster-coco-eval)") from e
-        # its own COCO class over the same (already validated) ground-truth dict
-        fast_gt = FastCOCO(copy.deepcopy(coco_gt.dataset))
-        fast_dt = fast_gt.loadRes(dets)
-        return COCOeval_faster(fast_gt, fast_dt, iou_type, print_function=lambda *a, **k: None)
-    raise ValueError(f"TEST.COCO_EVAL_BACKEND must be one of {BACKENDS}; got {backend!r}")
+    try:
+        from faster_coco_eval import COCO as FastCOCO, COCOeval_faster
+    except ImportError as e:
+        raise ImportError("TEST.COCO_EVAL_BACKEND 'faster_coco_eval' needs the faster-coco-eval package "
+                          "(pip install faster-coco-eval)") from e
+    # its own COCO class over the same (already validated) ground-truth dict
+    fast_gt = FastCOCO(copy.deepcopy(coco_gt.dataset))
+    fast_dt = fast_gt.loadRes(dets)
+    return COCOeval_faster(fast_gt, fast_dt, iou_type, print_function=lambda *a, **k: None)
 
 
 def evaluate_coco_results(
@@ -174,8 +177,7 @@ def evaluate_coco_results(
 
     `backend` "faster_coco_eval" runs faster-coco-eval's C++ COCOeval instead of pycocotools' Python
     loops (same numbers: tests/evaluation/test_coco_backends.py); results are validated the same way."""
-    if backend not in BACKENDS:
-        raise ValueError(f"TEST.COCO_EVAL_BACKEND must be one of {BACKENDS}; got {backend!r}")
+    _check_backend(backend)
     coco_gt = load_coco_gt(coco_gt)
     metrics: Dict[str, Dict] = {}
     for iou_type in iou_types:
@@ -266,8 +268,7 @@ class COCOEvaluator:
         mask_threshold: float = 0.5,
         backend: str = "pycocotools",
     ):
-        if backend not in BACKENDS:
-            raise ValueError(f"TEST.COCO_EVAL_BACKEND must be one of {BACKENDS}; got {backend!r}")
+        _check_backend(backend)
         self.backend = backend
         for t in iou_types:
             if t not in ("bbox", "segm"):

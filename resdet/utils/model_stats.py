@@ -62,6 +62,7 @@ class _OneImage(nn.Module):
 
     def forward(self, image: torch.Tensor):
         out = self.model([image])[0]
+        self.num_detections = int(out["boxes"].shape[0])  # kept from the traced run: no second forward
         # every output, masks included: the trace drops whatever does not reach an output
         return tuple(out[k] for k in ("boxes", "scores", "labels", "masks") if k in out)
 
@@ -79,8 +80,9 @@ def detection_model_summary(model: nn.Module, input_size: Tuple[int, int] = (800
     try:
         p = next(model.parameters())
         image = torch.zeros(3, *input_size, device=p.device)
-        analysis = _analysis(_OneImage(model), (image,))
-        detections = int(model([image])[0]["boxes"].shape[0])
+        wrapped = _OneImage(model)
+        analysis = _analysis(wrapped, (image,))
+        detections = wrapped.num_detections
     finally:
         model.train(was_training)
     by_module = analysis.by_module()

@@ -3,6 +3,8 @@ import os
 # albumentations checks the network for updates at import unless told not to; tests never download.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+import logging  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -13,6 +15,18 @@ SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _resdet_logger_propagates():
+    """A run's setup_logger stops the "resdet" logger from propagating (its own console handler prints);
+    undo that after each test, so a later test's caplog (attached to the root logger) still sees it."""
+    yield
+    log = logging.getLogger("resdet")
+    for h in [h for h in log.handlers if getattr(h, "_resdet", False)]:
+        log.removeHandler(h)
+        h.close()
+    log.propagate = True
 
 
 @pytest.fixture

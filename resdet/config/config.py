@@ -1,136 +1,22 @@
-"""Loading and checking configs: fvcore's CfgNode with `_BASE_` inheritance and `KEY VALUE` overrides.
-
-fvcore already does YAML loading, `_BASE_` merging and type-checked overrides; what we add is the
-error a user needs when something is wrong: the file that could not be found, the key that does not
-exist (with the closest valid key), the key whose value has the wrong type.
+"""Loading configs: the defaults (defaults.py), then a YAML file with its `_BASE_` chain, then
+`KEY VALUE` overrides; and saving the resolved config. The CfgNode that checks keys and values by
+name is in node.py.
 """
 from __future__ import annotations
 
-import ast
-import difflib
 import os
-from typing import Iterable, List, Optional, Sequence
+from typing import Optional, Sequence
 
-import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config", "save_config", "flatten_keys"]
+from .defaults import _C
+from .node import CfgNode
 
-
-class ConfigError(ValueError):
-    """A config file, key or value that cannot be used; the message names it."""
-
-
-def flatten_keys(node: _FvCfgNode, prefix: str = "") -> List[str]:
-    """All leaf keys of a config, as dotted names (`SOLVER.BASE_LR`)."""
-    keys = []
-    for k, v in node.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, _FvCfgNode):
-            keys.extend(flatten_keys(v, name + "."))
-        else:
-            keys.append(name)
-    return keys
-
-
-def _closest(key: str, valid: Iterable[str]) -> str:
-    valid = list(valid)
-    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    if not match:  # try the last component alone: `SOLVER.BASELR` -> `SOLVER.BASE_LR`
-        last = {v.split(".")[-1]: v for v in valid}
-        m = difflib.get_close_matches(key.split(".")[-1], list(last), n=1, cutoff=0.6)
-        match = [last[m[0]]] if m else []
-    return f" Did you mean '{match[0]}'?" if match else ""
-
-
-class CfgNode(_FvCfgNode):
-    """fvcore's CfgNode with errors that name the file, key and value at fault."""
-
-    def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
-        if not os.path.isfile(cfg_filename):
-            raise ConfigError(f"Config file not found: '{cfg_filename}'")
-        try:
-            loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"Config file '{cfg_filename}' is not valid YAML: {e}") from e
-        except FileNotFoundError as e:  # a `_BASE_` that does not exist
-            raise ConfigError(f"Config file '{cfg_filename}' names a _BASE_ that does not exist: {e}") from e
-        loaded = type(self)(loaded)
-        self._check_known(loaded, source=f"config file '{cfg_filename}'")
-        try:
-            self.merge_from_other_cfg(loaded)
-        except ValueError as e:
-            raise ConfigError(f"In config file '{cfg_filename}': {e}") from e
-
-    def _check_known(self, other: _FvCfgNode, source: str, prefix: str = "", valid=None) -> None:
-        valid = flatten_keys(self) if valid is None else valid
-        for k, v in other.items():
-            name = f"{prefix}{k}"
-            if k not in self:
-                raise ConfigError(f"Unknown key '{name}' in {source}.{_closest(name, valid)}")
-            if isinstance(v, _FvCfgNode):
-                if not isinstance(self[k], _FvCfgNode):
-                    raise ConfigError(f"Key '{name}' in {source} is a value, not a section")
-                type(self)._check_known(self[k], v, source, name + ".", valid)
-
-    def merge_from_list(self, cfg_list: Sequence) -> None:
-        """`KEY VALUE` pairs from a command line; values are parsed as Python literals where they can be."""
-        if len(cfg_list) % 2 != 0:
-            raise ConfigError(
-                f"Overrides must come as KEY VALUE pairs; got an odd number of items: {list(cfg_list)}"
-            )
-        valid = flatten_keys(self)
-        for key, value in zip(cfg_list[0::2], cfg_list[1::2]):
-            node = self
-            parts = key.split(".")
-            for p in parts[:-1]:
-                if p not in node or not isinstance(node[p], _FvCfgNode):
-                    raise ConfigError(f"Unknown key '{key}' on the command line.{_closest(key, valid)}")
-                node = node[p]
-            if parts[-1] not in node:
-                raise ConfigError(f"Unknown key '{key}' on the command line.{_closest(key, valid)}")
-            old = node[parts[-1]]
-            new = _parse_value(value)
-            node[parts[-1]] = _coerce(key, new, old)
-
-    def merge_from_other_cfg(self, cfg_other: _FvCfgNode) -> None:
-        try:
-            super().merge_from_other_cfg(cfg_other)
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
-        except KeyError as e:
-            raise ConfigError(f"Unknown key {e}") from e
-
-
-def _parse_value(value):
-    if not isinstance(value, str):
-        return value
-    try:
-        return ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return value
-
-
-def _coerce(key: str, new, old):
-    """Match the type of the default, as fvcore does, with a message that names the key."""
-    if old is None or new is None or type(new) is type(old):
-        return new
-    if isinstance(old, float) and isinstance(new, int) and not isinstance(new, bool):
-        return float(new)
-    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
-        return type(old)(new)
-    if isinstance(old, (list, tuple)) and isinstance(new, (int, float, str)) and not isinstance(new, bool):
-        return type(old)([new])
-    raise ConfigError(
-        f"Key '{key}' expects a value of type {type(old).__name__} (default {old!r}); "
-        f"got {new!r} of type {type(new).__name__}"
-    )
+__all__ = ["get_cfg", "load_config", "save_config"]
 
 
 def get_cfg() -> CfgNode:
     """A fresh copy of the defaults (every key is documented in `resdet/config/defaults.py`)."""
-    from .defaults import _C
-
     return _C.clone()
 
 

@@ -5,7 +5,7 @@ Conventions follow Detectron2: YAML files override these defaults (with `_BASE_`
 Modules never read this config directly: each has a `from_config(cfg)` that turns the keys it needs
 into plain keyword arguments.
 """
-from .config import CfgNode as CN
+from .node import CfgNode as CN
 
 _C = CN()
 # Version of this config layout, so that old files can be recognised if the layout ever changes.

@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..config.config import save_config
+from ..config import save_config
 from ..utils.env import get_device, seed_all, set_deterministic
 from .checkpoint import Checkpointer
 from .distributed import broadcast_object, get_rank, get_world_size, init_distributed, wrap_model

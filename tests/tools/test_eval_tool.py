@@ -49,12 +49,9 @@ def test_eval_tool_names_a_bad_result(tmp_path):
 
 
 def test_flags_may_follow_the_overrides():
-    import importlib.util
+    from resdet.runs.evaluate import parse_args
 
-    spec = importlib.util.spec_from_file_location("eval_tool", os.path.join(ROOT, "tools", "eval.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    args = tool.parse_args(["--config", "c.yaml", "MODEL.DEVICE", "cpu", "--output-dir", "out",
+    args = parse_args(["--config", "c.yaml", "MODEL.DEVICE", "cpu", "--output-dir", "out",
                             "TEST.DETECTIONS_PER_IMAGE", "-1", "--backend", "faster_coco_eval"])
     assert args.opts == ["MODEL.DEVICE", "cpu", "TEST.DETECTIONS_PER_IMAGE", "-1"]
     assert (args.config, args.output_dir, args.backend) == ("c.yaml", "out", "faster_coco_eval")

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from tests.classification.helpers import make_image_tree
-from tests.classification.test_train import tiny_overrides
+from tests.runs.test_train_cls import tiny_overrides
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "tools"))

@@ -4,8 +4,8 @@
     results = evaluate_only(cfg, weights)             # tools/train_cls.py CONFIG --eval-only MODEL.WEIGHTS X
 
 Everything stateful lives in the engine (resdet.engine.build: setup, model preparation, training state,
-Trainer with its hooks); this module only connects the classification pieces to it: the data (resdet.classification.data), the model
-(ImageClassifier), the loss (cross-entropy, or timm's label smoothing / mixup-cutmix soft targets), timm's
+Trainer with its hooks); this module only connects the classification pieces to it: the data (resdet.classification.data), the
+model (ImageClassifier), the loss (cross-entropy, or timm's label smoothing / mixup-cutmix soft targets), timm's
 weight EMA as a hook, and an evaluation that reports top-1/top-5 error on the test split, on the
 held-out split if any, and on a fixed subset of the (unaugmented) training images.
 
@@ -15,6 +15,7 @@ states for whatever else draws random numbers (mixup, dropout-free models draw n
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -25,18 +26,20 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from resdet.config import load_config
 from resdet.engine.build import build_trainer, build_training_state, default_setup, prepare_model
 from resdet.engine.checkpoint import Checkpointer, atomic_write_text
-from resdet.engine.distributed import get_rank, get_world_size, is_distributed, is_main_process, synchronize, unwrap_model
+from resdet.engine.distributed import (cleanup, get_rank, get_world_size, is_distributed, is_main_process, synchronize,
+                                      unwrap_model)
 from resdet.engine.hooks import EvalHook
 from resdet.engine.trainer import HookBase
 from resdet.evaluation.classification import ClassificationEvaluator
 
-from .data import ClassificationData, build_classification_data
-from .model import build_classifier, export_backbone
-from .ten_crop import predict
+from resdet.classification.data import ClassificationData, build_classification_data
+from resdet.classification.model import build_classifier, export_backbone
+from resdet.classification.ten_crop import predict
 
-__all__ = ["ClassificationLoss", "EMAHook", "evaluate_classifier", "train_classifier", "evaluate_only"]
+__all__ = ["ClassificationLoss", "EMAHook", "evaluate_classifier", "train_classifier", "evaluate_only", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -209,3 +212,56 @@ def train_classifier(cfg, resume: bool = False) -> Dict[str, Any]:
         logger.info("Backbone for detection (MODEL.BACKBONE.WEIGHTS): %s", path)
     synchronize()
     return results
+
+
+_USAGE = """Train or evaluate an image classifier (the paper's ImageNet and CIFAR-10 recipes).
+
+    python tools/train_cls.py configs/cifar10_resnet20.yaml                       # train
+    python tools/train_cls.py configs/cifar10_resnet20.yaml --resume              # continue the newest checkpoint
+    python tools/train_cls.py configs/imagenet_r50.yaml --eval-only MODEL.WEIGHTS out/model_final.pth \
+        CLS.TEST.TEN_CROP True                                                     # 10-crop top-1/top-5 error
+    python tools/train_cls.py CONFIG --export-backbone r50.pth MODEL.WEIGHTS out/model_final.pth
+    torchrun --nproc_per_node=8 tools/train_cls.py configs/imagenet_r50.yaml      # DDP (multi-node too)
+
+Trailing KEY VALUE pairs override the config (e.g. SOLVER.MAX_ITER 500 OUTPUT_DIR /tmp/run).
+"""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=_USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="YAML config file (configs/cifar10_resnet20.yaml, configs/imagenet_r50.yaml, ...)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUTPUT_DIR")
+    p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS (or, with --resume, the newest checkpoint)")
+    p.add_argument("--export-backbone", metavar="PATH", default="",
+                   help="write the backbone of MODEL.WEIGHTS for train_det (MODEL.BACKBONE.WEIGHTS) and exit")
+    p.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
+    # Intermixed: options may come before, between or after the KEY VALUE pairs.
+    return p.parse_intermixed_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.opts)
+
+    if args.export_backbone:
+        if not cfg.MODEL.WEIGHTS:
+            raise SystemExit("--export-backbone needs MODEL.WEIGHTS (a train_cls checkpoint)")
+        model = build_classifier(cfg)
+        Checkpointer(cfg.OUTPUT_DIR, model).load_model(cfg.MODEL.WEIGHTS, strict=True)
+        print(export_from_config(cfg, model, args.export_backbone))
+        return 0
+
+    try:  # the engine's default_setup joins torchrun's process group, if any
+        if args.eval_only:
+            weights = cfg.MODEL.WEIGHTS
+            if args.resume:
+                weights = Checkpointer(cfg.OUTPUT_DIR, None).latest() or weights
+            results = evaluate_only(cfg, weights)
+        else:
+            results = train_classifier(cfg, resume=args.resume)
+        if is_main_process():
+            print(json.dumps(results, indent=2))
+    finally:
+        cleanup()
+    return 0
+

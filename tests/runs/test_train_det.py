@@ -1,9 +1,9 @@
-"""resdet/detection/train.py: checks made before a detection run starts."""
+"""resdet/runs/train_det.py: checks made before a detection run starts."""
 import logging
 import os
 
 from resdet.config import load_config
-from resdet.detection.train import _warn_frozen_random_backbone
+from resdet.runs.train_det import _warn_frozen_random_backbone
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 R50 = os.path.join(CONFIGS, "coco_r50.yaml")

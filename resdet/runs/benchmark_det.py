@@ -19,8 +19,8 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
 
 from resdet.config import load_config
-from .convert import convert_torchvision_detection
-from .rcnn import build_detection_model
+from resdet.detection.convert import convert_torchvision_detection
+from resdet.detection.rcnn import build_detection_model
 
 # the presets live in the repository's configs/ (YAML only), beside the package
 _PRESETS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "torchvision"))

@@ -1,4 +1,4 @@
-"""Classification training on tiny real image files (resdet/classification/train.py + the engine)."""
+"""Classification training on tiny real image files (resdet/runs/train_cls.py + the engine)."""
 import json
 import os
 import socket
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from resdet.classification.model import build_classifier, load_backbone_export
-from resdet.classification.train import train_classifier
 from resdet.config import load_config
 from resdet.engine.logging import read_metrics
+from resdet.runs.train_cls import train_classifier
 from tests.classification.helpers import make_image_tree
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -215,7 +215,7 @@ def test_per_pixel_mean_from_the_training_images_is_trained_with_and_checkpointe
     checkpoint's copy, not a recomputed one."""
     from tests.classification.helpers import make_cifar_batches
     from resdet.classification.data import build_classification_data
-    from resdet.classification.train import evaluate_only
+    from resdet.runs.train_cls import evaluate_only
 
     root, expected = make_cifar_batches(tmp_path / "c10", per_batch=8)
     opts = {"MODEL.CLASSIFIER.NUM_CLASSES": 10, "CLS.TEST.TRAIN_SUBSET": 0, "SOLVER.MAX_ITER": 3,

@@ -1,0 +1,111 @@
+"""The floors of resdet/DESIGN.md: imports only go down, and there are no import circles.
+
+Every `import resdet...` / `from resdet... import` / relative import in the package (at module level or
+inside a function) is read with ast and checked against the floor of the room it names.
+"""
+import ast
+import os
+
+import pytest
+
+PACKAGE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "resdet"))
+
+# Higher floors may import lower ones and their own room; never the other way round.
+FLOORS = {
+    "runs": 6,
+    "predictor": 5, "evaluation": 5,
+    "detection": 4, "classification": 4,
+    "engine": 3,
+    "data": 2, "backbones": 2,
+    "config": 1, "utils": 1,
+    "": 0,  # resdet/__init__.py (environment set-up only)
+}
+
+
+def _modules():
+    for root, _, files in os.walk(PACKAGE):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(root, f)
+                rel = os.path.relpath(path, os.path.dirname(PACKAGE))[:-3].replace(os.sep, ".")
+                yield path, rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _imports(path: str, module: str, is_package: bool):
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "resdet":
+                    yield node.lineno, a.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                target = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "resdet":
+                continue
+            if target == "resdet":  # `from resdet import backbones` names rooms
+                for a in node.names:
+                    yield node.lineno, f"resdet.{a.name}"
+            else:
+                yield node.lineno, target
+
+
+def test_every_room_has_a_floor():
+    rooms = {_room(m) for _, m in _modules()}
+    assert rooms <= set(FLOORS), f"rooms without a floor in this test and DESIGN.md: {rooms - set(FLOORS)}"
+
+
+def test_imports_only_go_down():
+    bad = []
+    for path, module in _modules():
+        here = _room(module)
+        for line, target in _imports(path, module, path.endswith("__init__.py")):
+            there = _room(target)
+            if there in FLOORS and there != here and FLOORS[there] >= FLOORS[here]:
+                bad.append(f"{os.path.relpath(path, PACKAGE)}:{line} imports {target} "
+                           f"(floor {FLOORS[there]} from floor {FLOORS[here]})")
+    assert not bad, "imports running up or across the floors:\n" + "\n".join(bad)
+
+
+def test_no_import_circles_between_modules():
+    graph = {}
+    for path, module in _modules():
+        graph[module] = {t for _, t in _imports(path, module, path.endswith("__init__.py")) if t != module}
+    # resolve `from resdet.x import name` to the module resdet.x (or its package) that exists
+    known = set(graph)
+    edges = {m: {t if t in known else t.rsplit(".", 1)[0] for t in ts} & known for m, ts in graph.items()}
+    # a package __init__ re-exporting its own modules is not a circle: skip edges into one's own package
+    edges = {m: {t for t in ts if not m.startswith(t + ".")} for m, ts in edges.items()}
+    state, stack, circles = {}, [], []
+
+    def visit(m):
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(edges[m]):
+            if state.get(t) == 1:
+                circles.append(" -> ".join(stack[stack.index(t):] + [t]))
+            elif t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m)
+    assert not circles, "import circles:\n" + "\n".join(circles)
+
+
+@pytest.mark.parametrize("room", ["detection", "classification", "evaluation", "engine", "data", "backbones"])
+def test_model_rooms_never_import_a_run(room):
+    for path, module in _modules():
+        if _room(module) == room:
+            for line, target in _imports(path, module, path.endswith("__init__.py")):
+                assert _room(target) != "runs", f"{path}:{line} imports {target}"

@@ -102,7 +102,7 @@ def _collate(batch):
 
 
 def _rate(dataset, indices: List[int], workers: int) -> float:
-    """Images per second over `indices`; with workers, timed from the first batch (start-up left out)."""
+    """Images per second over `indices`; with workers, timed from the first image (start-up left out)."""
     if workers == 0:
         start = time.perf_counter()
         for i in indices:
@@ -141,9 +141,11 @@ def time_coco_loaders_detailed(data_dir: Optional[str], n: int = 500, workers: i
         image_dir = image_dir or (os.path.join(data_dir, "images") if os.path.isdir(os.path.join(data_dir, "images"))
                                   else data_dir)
         threads = torch.get_num_threads(), cv2.getNumThreads()
-        if workers == 0:  # per core: one thread for every library that would otherwise use more
-            torch.set_num_threads(1)
-            cv2.setNumThreads(1)
+        # one thread for every library that would otherwise use more: per core with workers=0, and one core
+        # per worker with workers (forked workers inherit OpenCV's setting; DataLoader sets torch's). Never
+        # cv2.setNumThreads inside a forked worker: it waits forever on the parent's thread pool.
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
         try:
             records, _ = load_coco_json(json_file, image_dir, filter_empty=True)
             ours = MappedDataset(records, DetectionMapper(is_train=True, min_size_train=_MIN_SIZES, max_size=_MAX_SIZE))
@@ -153,7 +155,11 @@ def time_coco_loaders_detailed(data_dir: Optional[str], n: int = 500, workers: i
             pairs = [(k, position[r["image_id"]]) for k, r in enumerate(records)]
             if not pairs:
                 raise ValueError(f"{json_file} has no image with annotations to train on")
-            pairs = [pairs[i % len(pairs)] for i in range(max(n, rounds))]
+            pairs = [pairs[i % len(pairs)] for i in range(max(n, 2))]
+            # rounds of at least 2 images per worker and side (with workers the first image is start-up)
+            rounds = max(1, min(rounds, len(pairs) // (2 * max(workers, 1))))
+            if workers and len(pairs) // rounds < 2 * workers:
+                pairs = pairs * 2
             chunks = np.array_split(np.arange(len(pairs)), rounds)
             _rate(ours, [pairs[0][0]], 0), _rate(theirs, [pairs[0][1]], 0)  # warm caches and lazy imports
             rates: Dict[str, List[float]] = {"resdet": [], "torchvision": []}

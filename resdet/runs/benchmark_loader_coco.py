@@ -16,7 +16,8 @@ its description.
 
 With `workers=0` everything runs in this process on one core (torch and OpenCV limited to one thread);
 with N workers, DataLoaders of N worker processes (the rate is then "in total"). The two pipelines take
-turns over the same images in several rounds, so that load from other programs falls on both alike.
+turns over the same images (image by image per core, round by round with workers), so that load from
+other programs falls on both alike.
 """
 from __future__ import annotations
 
@@ -120,8 +121,9 @@ def _rate(dataset, indices: List[int], workers: int) -> float:
 
 def time_coco_loaders_detailed(data_dir: Optional[str], n: int = 500, workers: int = 0, rounds: int = 5,
                                image_dir: Optional[str] = None) -> Dict[str, object]:
-    """Like `time_coco_loaders`, with each round's rates (lists under "resdet_rounds" and
-    "torchvision_rounds"), the medians under "resdet" / "torchvision", and "ratio"."""
+    """Like `time_coco_loaders`, plus "ratio" and each round's rates ("resdet_rounds",
+    "torchvision_rounds": per core, consecutive fifths of the images; with workers, one DataLoader per
+    side and round)."""
     import cv2
 
     from resdet.data.coco import load_coco_json
@@ -163,19 +165,33 @@ def time_coco_loaders_detailed(data_dir: Optional[str], n: int = 500, workers: i
             chunks = np.array_split(np.arange(len(pairs)), rounds)
             _rate(ours, [pairs[0][0]], 0), _rate(theirs, [pairs[0][1]], 0)  # warm caches and lazy imports
             rates: Dict[str, List[float]] = {"resdet": [], "torchvision": []}
-            for r, chunk in enumerate(chunks):
-                # alternate who goes first, so that neither side always meets a cold page cache
-                order = ("resdet", "torchvision") if r % 2 == 0 else ("torchvision", "resdet")
-                for side in order:
-                    ds, col = (ours, 0) if side == "resdet" else (theirs, 1)
-                    rates[side].append(_rate(ds, [pairs[i][col] for i in chunk], workers))
+            if workers == 0:
+                # image by image, taking turns (who goes first alternates too): both sides meet the same
+                # load from other programs and the same page cache; rates are images / summed time
+                seconds = np.zeros((len(pairs), 2))
+                for i, pair in enumerate(pairs):
+                    for col in ((0, 1) if i % 2 == 0 else (1, 0)):
+                        start = time.perf_counter()
+                        (ours, theirs)[col][pair[col]]
+                        seconds[i, col] = time.perf_counter() - start
+                for chunk in chunks:
+                    rates["resdet"].append(float(len(chunk) / seconds[chunk, 0].sum()))
+                    rates["torchvision"].append(float(len(chunk) / seconds[chunk, 1].sum()))
+                ours_rate, tv_rate = float(len(pairs) / seconds[:, 0].sum()), float(len(pairs) / seconds[:, 1].sum())
+            else:
+                for r, chunk in enumerate(chunks):
+                    # a DataLoader per side and round, taking turns; rates are medians over the rounds
+                    order = ("resdet", "torchvision") if r % 2 == 0 else ("torchvision", "resdet")
+                    for side in order:
+                        ds, col = (ours, 0) if side == "resdet" else (theirs, 1)
+                        rates[side].append(_rate(ds, [pairs[i][col] for i in chunk], workers))
+                ours_rate, tv_rate = float(np.median(rates["resdet"])), float(np.median(rates["torchvision"]))
         finally:
             torch.set_num_threads(threads[0])
             cv2.setNumThreads(threads[1])
     finally:
         if tmp is not None:
             tmp.cleanup()
-    ours_rate, tv_rate = float(np.median(rates["resdet"])), float(np.median(rates["torchvision"]))
     return {"resdet": ours_rate, "torchvision": tv_rate, "ratio": ours_rate / tv_rate,
             "resdet_rounds": rates["resdet"], "torchvision_rounds": rates["torchvision"], "workers": workers,
             "images": len(pairs)}
@@ -185,6 +201,7 @@ def time_coco_loaders(data_dir: Optional[str], n: int = 500, workers: int = 0) -
     """Training images per second of our mapper and of torchvision's reference pipeline on the COCO-format
     dataset in `data_dir` (`annotations.json` plus the images, in `images/` or beside it; a generated one
     of real photographs when None): {"resdet": img/s, "torchvision": img/s}, per core with `workers=0`,
-    in total with N worker processes. Medians over rounds in which the two take turns."""
+    in total with N worker processes. The two take turns image by image (per core) or round by round
+    (with workers), on the same images."""
     out = time_coco_loaders_detailed(data_dir, n, workers)
     return {"resdet": out["resdet"], "torchvision": out["torchvision"]}

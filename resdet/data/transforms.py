@@ -202,7 +202,7 @@ def instance_masks_at(annotations: List[dict], height: int, width: int, out_heig
     rasteriser only touches that block; the result equals rasterising the whole image at the output size,
     tested), and mirrored by writing the block reversed: the masks `annotations_to_masks` + resize + flip
     would give, up to the resolution they are rasterised at (boundary pixels only, tested). Anything else
-    (RLE, no segmentation, odd polygons) is made at full size by `annotations_to_masks` and resized with
+    (RLE, no segmentation, a polygon of under 3 points or far outside the image) is made at full size by `annotations_to_masks` and resized with
     nearest neighbour as the albumentations path does.
     """
     import cv2
@@ -219,8 +219,8 @@ def instance_masks_at(annotations: List[dict], height: int, width: int, out_heig
             continue
         parts = [p * (sx, sy) for p in parts]
         pts = np.concatenate(parts)
-        # the block the polygon can reach: pycocotools samples column x at coordinate x, so the last
-        # column is ceil(max x); one more pixel of margin on each side costs nothing
+        # the block the polygon can reach: pycocotools sets pixel x when x + 0.5 lies inside, so nothing
+        # beyond floor(min x) .. ceil(max x) is touched; a pixel of margin on each side costs nothing
         x0 = min(max(int(math.floor(pts[:, 0].min())) - 1, 0), out_width)
         y0 = min(max(int(math.floor(pts[:, 1].min())) - 1, 0), out_height)
         x1 = max(min(int(math.ceil(pts[:, 0].max())) + 2, out_width), x0)

@@ -32,7 +32,7 @@ def _device_for(name: str) -> torch.device:
 class DetectionPredictor:
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str] = (), min_size: int = 800,
                  max_size: int = 1333, device: Optional[torch.device] = None, score_threshold: float = 0.5,
-                 mask_threshold: float = 0.5, resize_rounding: str = "round"):
+                 mask_threshold: float = 0.5, resize_rounding: str = "round", resize_backend: str = "opencv"):
         from resdet.data.transforms import build_augmentation
 
         self.model = model.eval()
@@ -40,7 +40,7 @@ class DetectionPredictor:
         self.model.to(self.device)
         self.class_names = list(class_names)
         self.resize = build_augmentation(False, min_size_test=min_size, max_size=max_size,
-                                         resize_rounding=resize_rounding)
+                                         resize_rounding=resize_rounding, resize_backend=resize_backend)
         self.score_threshold = score_threshold
         self.mask_threshold = mask_threshold
 
@@ -61,7 +61,7 @@ class DetectionPredictor:
             class_names = _dataset_class_names(cfg)
         return cls(model, class_names, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
                    _device_for(cfg.MODEL.DEVICE), cfg.TEST.VIS_SCORE_THRESHOLD, cfg.TEST.MASK_THRESHOLD,
-                   cfg.INPUT.RESIZE_ROUNDING)
+                   cfg.INPUT.RESIZE_ROUNDING, cfg.INPUT.RESIZE_BACKEND)
 
     def _load(self, image: Union[str, np.ndarray]) -> np.ndarray:
         from resdet.data.coco import read_image
@@ -80,6 +80,7 @@ class DetectionPredictor:
         pixels = self._load(image)
         h, w = pixels.shape[:2]
         resized = self.resize(image=pixels, bboxes=np.zeros((0, 4), np.float32), ann_index=[])["image"]
+        # uint8 (opencv backend) or float 0-255 kept unrounded (torch backend): the model takes float 0-255
         tensor = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().to(self.device)
         out = self.model([tensor], original_sizes=[(h, w)])[0]
         out = {k: v.cpu() for k, v in out.items()}

@@ -262,6 +262,11 @@ _C.INPUT.MAX_SIZE_TEST = 1333
 # How a resized side is rounded to whole pixels: "round" (Detectron2) or "floor" (torchvision's
 # GeneralizedRCNNTransform; the configs/torchvision presets use it so that inputs match torchvision's).
 _C.INPUT.RESIZE_ROUNDING = "round"
+# How the shortest-edge resize (training, test loader, predictor) computes pixels: "opencv" (cv2 bilinear
+# on the uint8 image: fast) or "torch" (torchvision's GeneralizedRCNNTransform arithmetic: F.interpolate
+# bilinear, align_corners False, on the float 0-1 image, kept as float; with RESIZE_ROUNDING "floor" the
+# same call as torchvision's, so converted torchvision weights see its pixels). LSJ training uses OpenCV.
+_C.INPUT.RESIZE_BACKEND = "opencv"
 # Probability of a horizontal flip in training (0 turns flipping off).
 _C.INPUT.RANDOM_FLIP_PROB = 0.5
 # Large-scale jitter (Ghiasi et al. 2021) instead of the multi-scale resize.

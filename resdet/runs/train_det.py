@@ -80,7 +80,8 @@ def _prediction_picture(cfg, model, num_images: int = 8) -> Optional[str]:
     was_training = net.training
     predictor = DetectionPredictor(net, meta.thing_classes, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
                                    score_threshold=cfg.TEST.VIS_SCORE_THRESHOLD,
-                                   mask_threshold=cfg.TEST.MASK_THRESHOLD)
+                                   mask_threshold=cfg.TEST.MASK_THRESHOLD, resize_rounding=cfg.INPUT.RESIZE_ROUNDING,
+                                   resize_backend=cfg.INPUT.RESIZE_BACKEND)
     path = save_prediction_pictures(predictor, [r["file_name"] for r in records[:num_images]],
                                     os.path.join(cfg.OUTPUT_DIR, "predictions.png"))
     net.train(was_training)

@@ -117,3 +117,29 @@ def test_floor_rounding_gives_torchvisions_sizes_and_pixels():
 def test_unknown_rounding_is_rejected():
     with pytest.raises(ValueError, match="INPUT.RESIZE_ROUNDING must be 'round' or 'floor'"):
         build_augmentation(False, resize_rounding="ceil")
+
+
+def test_torch_backend_training_mapper_gives_torchvisions_pixels_and_the_same_targets(tmp_path):
+    """INPUT.RESIZE_BACKEND 'torch' in training: the image is GeneralizedRCNNTransform's resize of the
+    0-1 image (x 255, float, unrounded); boxes, labels and masks are those of the OpenCV backend."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    rec = _records(tmp_path)[1]  # 80x60
+    kwargs = dict(min_size_train=(100,), max_size=1333, flip_prob=0.0, resize_rounding="floor")
+    img_t, t_t = DetectionMapper(is_train=True, resize_backend="torch", **kwargs)(rec)
+    img_o, t_o = DetectionMapper(is_train=True, resize_backend="opencv", **kwargs)(rec)
+    tv = GeneralizedRCNNTransform(100, 1333, [0.0] * 3, [1.0] * 3).eval()
+    from resdet.data.coco import read_image
+
+    pixels = torch.from_numpy(read_image(rec["file_name"])).permute(2, 0, 1).float() / 255
+    theirs = tv.resize(pixels, None)[0] * 255
+    assert img_t.shape == theirs.shape == img_o.shape == (3, 100, 133)
+    torch.testing.assert_close(img_t, theirs, rtol=1e-6, atol=1e-4)
+    assert not torch.equal(img_t, img_t.round())
+    for key in ("boxes", "labels", "masks"):
+        assert torch.equal(t_t[key], t_o[key]), key
+
+
+def test_unknown_resize_backend_is_rejected():
+    with pytest.raises(ValueError, match=r"INPUT.RESIZE_BACKEND must be one of \('opencv', 'torch'\), got 'pil'"):
+        build_augmentation(False, resize_backend="pil")

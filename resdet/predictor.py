@@ -51,8 +51,14 @@ class DetectionPredictor:
         from resdet.detection.rcnn import build_detection_model
         from resdet.engine.checkpoint import Checkpointer
 
+        if weights and weights != cfg.MODEL.WEIGHTS:
+            # as MODEL.WEIGHTS: the backbone then needs no weights file of its own, and a VARIANT "auto"
+            # follows the config this checkpoint was trained with
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.MODEL.WEIGHTS = weights
         model = build_detection_model(cfg)
-        path = weights or cfg.MODEL.WEIGHTS
+        path = cfg.MODEL.WEIGHTS
         if path:
             Checkpointer("", model).load_model(path, strict=True)
         else:

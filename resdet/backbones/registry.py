@@ -7,19 +7,27 @@
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+import logging
+import os
+import re
+from typing import List, Optional, Sequence, Tuple
 
 from fvcore.common.registry import Registry
 
 from .resnet import ResNet
+from .weights import backbone_meta, extract_state_dict, load_backbone_weights, read_weights_file
 
 __all__ = ["BACKBONE_REGISTRY", "build_backbone", "list_backbones", "backbone_kwargs_from_config",
-           "backbone_from_config", "VARIANTS"]
+           "backbone_from_config", "describe_resnet_state_dict", "resolve_backbone_options",
+           "resolve_backbone_config", "missing_backbone_weights_message", "VARIANTS", "AUTO"]
+
+logger = logging.getLogger(__name__)
 
 BACKBONE_REGISTRY = Registry("BACKBONE")
 BACKBONE_REGISTRY.__doc__ = "Backbone builders: name -> function(**kwargs) returning a Backbone."
 
 VARIANTS = ("v1", "v1.5")
+AUTO = "auto"  # MODEL.BACKBONE.VARIANT: follow what the backbone weights record
 TIMM_PREFIX = "timm/"
 
 # The paper's Table 1 (ImageNet) and Section 4.2 (CIFAR-10: 6n+2 layers, n blocks per stage).
@@ -116,13 +124,147 @@ def backbone_kwargs_from_config(cfg, out_features: Optional[Sequence[str]] = Non
 def backbone_from_config(cfg, for_detection: bool = True, num_classes: Optional[int] = None):
     """Build MODEL.BACKBONE.NAME: with OUT_FEATURES for detection, or as a classifier with num_classes.
 
-    Weights named by MODEL.BACKBONE.WEIGHTS are loaded (see resdet.backbones.weights).
+    Weights named by MODEL.BACKBONE.WEIGHTS are loaded (see resdet.backbones.weights); VARIANT "auto" and
+    SHORTCUT "" follow what those weights record (see `resolve_backbone_options`). A missing weights file
+    is an error that says how to make it, unless MODEL.WEIGHTS (loaded over the whole model afterwards)
+    makes it unnecessary.
     """
     out = cfg.MODEL.BACKBONE.OUT_FEATURES if for_detection else None
-    model = build_backbone(cfg.MODEL.BACKBONE.NAME, **backbone_kwargs_from_config(cfg, out, num_classes))
-    if cfg.MODEL.BACKBONE.WEIGHTS:
-        from .weights import load_backbone_weights
-
-        load_backbone_weights(model, cfg.MODEL.BACKBONE.WEIGHTS, expected_name=cfg.MODEL.BACKBONE.NAME,
-                              expected_variant=cfg.MODEL.BACKBONE.VARIANT)
+    weights = _backbone_weights(cfg)
+    variant, shortcut, _ = resolve_backbone_options(cfg, weights)
+    kwargs = backbone_kwargs_from_config(cfg, out, num_classes)
+    kwargs.update(variant=variant, **({"shortcut": shortcut} if shortcut else {}))
+    model = build_backbone(cfg.MODEL.BACKBONE.NAME, **kwargs)
+    if weights is not None:
+        b = cfg.MODEL.BACKBONE
+        load_backbone_weights(model, weights, expected_name=b.NAME,
+                              expected_variant=None if b.VARIANT == AUTO else b.VARIANT,
+                              expected_shortcut=b.SHORTCUT or None)
     return model
+
+
+def _backbone_weights(cfg):
+    path = cfg.MODEL.BACKBONE.WEIGHTS
+    if not path:
+        return None
+    if os.path.isfile(path):
+        return read_weights_file(path)
+    if cfg.MODEL.WEIGHTS:  # the whole model's weights replace the backbone's anyway
+        logger.info("MODEL.BACKBONE.WEIGHTS '%s' does not exist; not needed, MODEL.WEIGHTS '%s' is loaded over "
+                    "the whole model", path, cfg.MODEL.WEIGHTS)
+        return None
+    raise FileNotFoundError(missing_backbone_weights_message(cfg))
+
+
+# torchvision's ImageNet classifiers (weights "IMAGENET1K_V1"), the files its model zoo serves
+_TORCHVISION_FILES = {"resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth",
+                      "resnet50": "resnet50-0676ba61.pth", "resnet101": "resnet101-63fe2227.pth",
+                      "resnet152": "resnet152-394f9c45.pth"}
+
+
+def missing_backbone_weights_message(cfg) -> str:
+    """MODEL.BACKBONE.WEIGHTS names a file that is not there: the two ways to make it."""
+    b = cfg.MODEL.BACKBONE
+    depth = b.NAME[len("resnet"):] if b.NAME.startswith("resnet") else ""
+    pretrain = f"configs/imagenet_r{depth}.yaml" if depth in ("50", "101", "152") else "configs/imagenet_r50.yaml"
+    tv = _TORCHVISION_FILES.get(b.NAME, "resnet50-0676ba61.pth")
+    return (f"MODEL.BACKBONE.WEIGHTS '{b.WEIGHTS}' does not exist. Make it one of two ways:\n"
+            f"  1. pretrain on ImageNet (the paper's recipe; its backbone_final.pth is the file):\n"
+            f"       python tools/train_cls.py {pretrain} OUTPUT_DIR {os.path.dirname(b.WEIGHTS) or '.'}\n"
+            f"  2. convert torchvision's ImageNet classifier ({tv} from its model zoo):\n"
+            f"       python tools/convert_weights.py {tv} {b.WEIGHTS} --backbone\n"
+            f"or set MODEL.BACKBONE.WEIGHTS to a file you have (or to \"\" to start from random weights).")
+
+
+def resolve_backbone_options(cfg, weights=None, checkpoint: str = "") -> Tuple[str, str, str]:
+    """(variant, shortcut, where they came from) for MODEL.BACKBONE: explicit config values win; VARIANT
+    "auto" and SHORTCUT "" follow the backbone weights' own description (a self-describing file's meta,
+    or the blocks of a plain torchvision/timm state dict for the shortcut), then the config stored in
+    MODEL.WEIGHTS' checkpoint; otherwise "v1.5" (torchvision's and timm's ResNets) and the family's
+    shortcut ("" = B for ImageNet nets, A for CIFAR ones).
+
+    `weights` is the already-read MODEL.BACKBONE.WEIGHTS object (read here when None and the file exists);
+    `checkpoint` a whole-model checkpoint that will be loaded over the model (default MODEL.WEIGHTS), e.g.
+    the one a resumed run continues from.
+    """
+    b = cfg.MODEL.BACKBONE
+    if weights is None and b.WEIGHTS and os.path.isfile(b.WEIGHTS):
+        weights = read_weights_file(b.WEIGHTS)
+    variant = None if b.VARIANT == AUTO else b.VARIANT
+    shortcut = b.SHORTCUT or None
+    source = "config"
+    if weights is not None and (variant is None or shortcut is None):
+        meta = backbone_meta(weights)
+        if not meta.get("shortcut") and not b.NAME.startswith(TIMM_PREFIX):
+            try:
+                meta["shortcut"] = describe_resnet_state_dict(weights)["shortcut"]
+            except ValueError:
+                pass  # not an ImageNet ResNet's keys: nothing to read (CIFAR nets, timm models)
+        if variant is None and meta.get("variant"):
+            variant, source = meta["variant"], f"MODEL.BACKBONE.WEIGHTS '{b.WEIGHTS}'"
+        if shortcut is None and meta.get("shortcut"):
+            shortcut = meta["shortcut"]
+    checkpoint = checkpoint or cfg.MODEL.WEIGHTS
+    if variant is None and checkpoint and os.path.isfile(checkpoint):
+        saved = _checkpoint_backbone_config(checkpoint)
+        if saved.get("VARIANT") in VARIANTS:
+            variant, source = saved["VARIANT"], f"the config saved in checkpoint '{checkpoint}'"
+            shortcut = shortcut or saved.get("SHORTCUT") or None
+    if variant is None:
+        variant, source = "v1.5", "default (no weights record a variant)"
+    return variant, shortcut or "", source
+
+
+def _checkpoint_backbone_config(path: str) -> dict:
+    """MODEL.BACKBONE of the resolved config a resdet checkpoint carries (YAML text under "config")."""
+    import yaml
+
+    try:
+        text = read_weights_file(path, "Checkpoint").get("config")
+        node = yaml.safe_load(text) if isinstance(text, str) else {}
+        return dict(node.get("MODEL", {}).get("BACKBONE", {}))
+    except (ValueError, AttributeError, yaml.YAMLError):
+        return {}
+
+
+def resolve_backbone_config(cfg, checkpoint: str = ""):
+    """(cfg, note): a copy of cfg with MODEL.BACKBONE.VARIANT and SHORTCUT resolved (see
+    `resolve_backbone_options`), so that the saved config.yaml and checkpoints say which backbone was
+    built, and a line saying what "auto" became and why ("" when nothing changed)."""
+    variant, shortcut, source = resolve_backbone_options(cfg, checkpoint=checkpoint)
+    b = cfg.MODEL.BACKBONE
+    if (variant, shortcut) == (b.VARIANT, b.SHORTCUT):
+        return cfg, ""
+    note = (f"MODEL.BACKBONE.VARIANT {b.VARIANT} -> {variant} (from {source})"
+            + (f", SHORTCUT '{b.SHORTCUT}' -> {shortcut}" if shortcut != b.SHORTCUT else ""))
+    out = cfg.clone()
+    out.defrost()
+    out.MODEL.BACKBONE.VARIANT, out.MODEL.BACKBONE.SHORTCUT = variant, shortcut
+    if cfg.is_frozen():
+        out.freeze()
+    return out, note
+
+
+def describe_resnet_state_dict(sd) -> dict:
+    """Registry name and shortcut option of a torchvision-named ImageNet ResNet state dict, from its keys.
+
+    Blocks per stage and the presence of `conv3` give the depth (the paper's Table 1); projection shortcuts
+    (`downsample`) on the first block of some stages only are option B, on every block option C, none
+    option A. Where the stride sits (the variant) does not show in the shapes, so it is not returned.
+    """
+    sd = extract_state_dict(sd)
+    blocks = {}
+    for key in sd:
+        m = re.match(r"layer(\d)\.(\d+)\.", key)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    counts = tuple(len(blocks.get(i, ())) for i in (1, 2, 3, 4))
+    block = "bottleneck" if any(".conv3." in k for k in sd) else "basic"
+    depth = next((d for d, spec in _IMAGENET_DEPTHS.items() if spec == (block, counts)), None)
+    if depth is None:
+        raise ValueError(f"not one of the paper's ImageNet ResNets: {counts} {block} blocks per stage "
+                         f"(known: {sorted(_IMAGENET_DEPTHS)})")
+    every = {(s, b) for s, bs in blocks.items() for b in bs}
+    projected = {(s, b) for s, b in every if f"layer{s}.{b}.downsample.0.weight" in sd}
+    shortcut = "C" if projected == every else ("A" if not projected else "B")
+    return {"name": f"resnet{depth}", "shortcut": shortcut}

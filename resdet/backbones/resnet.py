@@ -186,6 +186,9 @@ class ResNet(Backbone):
         block_cls = _BLOCKS[block]
         self.in_channels = in_channels
         self.out_features = list(out_features) if out_features is not None else None
+        # what the backbone is, in the registry's terms (written into backbone exports)
+        self.shortcut = shortcut
+        self.variant = "v1" if stride_in_1x1 else "v1.5"
 
         stem_width = widths[0]
         if stem == "imagenet":

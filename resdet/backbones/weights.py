@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
 
-__all__ = ["extract_state_dict", "load_backbone_weights", "load_state_dict_checked", "BACKBONE_PREFIXES"]
+__all__ = ["extract_state_dict", "load_backbone_weights", "load_state_dict_checked", "BACKBONE_PREFIXES",
+           "BACKBONE_EXPORT_FORMAT", "save_backbone_weights", "read_weights_file", "backbone_meta"]
+
+# A backbone file that describes itself: {"format": BACKBONE_EXPORT_FORMAT, "meta": {"name", "variant",
+# "shortcut", "norm", ...}, "state_dict": backbone weights without a classifier head}. train_cls writes it
+# (backbone_final.pth, --export-backbone); tools/convert_weights.py --backbone writes it for torchvision
+# and timm classifiers; MODEL.BACKBONE.VARIANT/SHORTCUT "auto"/"" follow its meta.
+BACKBONE_EXPORT_FORMAT = "resdet-backbone-v1"
 
 # Prefixes under which a backbone's weights sit in detection checkpoints: ours, torchvision's
 # (`backbone.body.`), Detectron2's (`backbone.bottom_up.`), and DDP's `module.`.
@@ -71,27 +78,64 @@ def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], so
     model.load_state_dict(sd, strict=False)
 
 
+def read_weights_file(path: str, what: str = "Backbone weights") -> Mapping:
+    """torch.load(weights_only=True) of a weights file; errors name the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: '{path}'")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, not a torch file, pickled objects we refuse to run
+        raise ValueError(f"Could not read {what.lower()} '{path}': {e}") from e
+
+
+def backbone_meta(weights: Mapping) -> Dict[str, str]:
+    """What a weights object says of the backbone it holds (name, variant, shortcut, norm), or {}."""
+    meta = weights.get("meta", {}) if isinstance(weights, Mapping) else {}
+    if not isinstance(meta, Mapping):
+        return {}
+    return {k: meta[k] for k in ("name", "variant", "shortcut", "norm") if isinstance(meta.get(k), str)}
+
+
+def save_backbone_weights(state_dict: Mapping[str, torch.Tensor], path: str, meta: Mapping[str, Any]) -> str:
+    """Write a self-describing backbone file (BACKBONE_EXPORT_FORMAT) atomically: temp file, fsync, rename."""
+    missing = [k for k in ("name", "variant", "shortcut", "norm") if not meta.get(k)]
+    if missing:
+        raise ValueError(f"backbone meta needs {missing}; got {dict(meta)}")
+    state = {k: v.detach().cpu().clone() for k, v in state_dict.items() if not k.startswith("fc.")}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": BACKBONE_EXPORT_FORMAT, "meta": dict(meta), "state_dict": state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
 def load_backbone_weights(model: nn.Module, weights: Union[str, Mapping], expected_name: Optional[str] = None,
-                          expected_variant: Optional[str] = None) -> nn.Module:
+                          expected_variant: Optional[str] = None, expected_shortcut: Optional[str] = None
+                          ) -> nn.Module:
     """Load a file path or an in-memory checkpoint into `model` (a resdet ResNet or timm backbone).
 
-    A backbone export from train_cls records the registry name and variant it was trained with; they must
-    match `expected_name` / `expected_variant` when those are given.
+    A self-describing backbone file records the registry name, variant and shortcut it was built with;
+    they must match `expected_*` when those are given (the error names the config key and the value to set).
     """
     source = weights if isinstance(weights, str) else "in-memory checkpoint"
     if isinstance(weights, str):
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"Backbone weights not found: '{weights}'")
-        try:
-            weights = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated file, not a torch file, pickled objects we refuse to run
-            raise ValueError(f"Could not read backbone weights '{source}': {e}") from e
-    meta = weights.get("meta", {}) if isinstance(weights, Mapping) else {}
-    if isinstance(meta, Mapping):
-        for key, expected in (("name", expected_name), ("variant", expected_variant)):
-            got = meta.get(key)
-            if expected is not None and got is not None and got != expected:
-                raise ValueError(f"{source} holds a '{got}' backbone ({key}); the config asks for '{expected}'")
+        weights = read_weights_file(weights)
+    meta = backbone_meta(weights)
+    for key, expected in (("name", expected_name), ("variant", expected_variant), ("shortcut", expected_shortcut)):
+        got = meta.get(key)
+        if expected and got and got != expected:
+            cfg_key = f"MODEL.BACKBONE.{key.upper()}"
+            follow = " (or 'auto', the default, to follow the weights)" if key == "variant" else (
+                " (or '', the default, to follow the weights)" if key == "shortcut" else "")
+            raise ValueError(f"{source} holds a '{got}' backbone ({key}), but {cfg_key} is '{expected}': set "
+                             f"{cfg_key} {got}{follow}, or give weights of a '{expected}' backbone")
     target = getattr(model, "model", model)  # TimmBackbone wraps the timm module
     load_state_dict_checked(target, extract_state_dict(weights, source), source)
     return model

@@ -21,12 +21,10 @@ import torch
 from torch import nn
 
 from resdet import backbones as _backbones
+from resdet.backbones.weights import BACKBONE_EXPORT_FORMAT, save_backbone_weights
 
 __all__ = ["ImageClassifier", "build_classifier", "export_backbone", "load_backbone_export",
            "BACKBONE_EXPORT_FORMAT"]
-
-BACKBONE_EXPORT_FORMAT = "resdet-backbone-v1"
-
 
 class ImageClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, *, pixel_mean: Sequence[float], pixel_std: Sequence[float],
@@ -85,30 +83,14 @@ def build_classifier(cfg) -> ImageClassifier:
     return ImageClassifier(backbone, **ImageClassifier.from_config(cfg))
 
 
-def _atomic_torch_save(obj: Any, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def export_backbone(model: nn.Module, path: str, *, name: str, variant: str, shortcut: str, norm: str,
                     extra: Optional[Dict[str, Any]] = None) -> str:
     """Write the backbone's weights (without the classifier's fc) and its registry options, atomically."""
     model = getattr(model, "module", model)  # DDP
     model = getattr(model, "_orig_mod", model)  # torch.compile
     backbone = model.backbone if isinstance(model, ImageClassifier) else model
-    state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items() if not k.startswith("fc.")}
     meta = {"name": name, "variant": variant, "shortcut": shortcut, "norm": norm, **(extra or {})}
-    _atomic_torch_save({"format": BACKBONE_EXPORT_FORMAT, "meta": meta, "state_dict": state}, path)
-    return path
+    return save_backbone_weights(backbone.state_dict(), path, meta)
 
 
 def load_backbone_export(path: str) -> Dict[str, Any]:

@@ -38,10 +38,14 @@ _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "resnet50"
 # Where the stride-2 of a bottleneck stage sits: "v1" puts it in the first 1x1 conv (the paper and
 # MSRA's original models), "v1.5" in the 3x3 conv (torchvision's models). Ignored for basic blocks.
-_C.MODEL.BACKBONE.VARIANT = "v1.5"
+# "auto": what MODEL.BACKBONE.WEIGHTS records (train_cls exports and converted torchvision/timm files
+# describe themselves), else the config saved in MODEL.WEIGHTS' checkpoint, else "v1.5". An explicit
+# value that disagrees with the weights is an error naming this key.
+_C.MODEL.BACKBONE.VARIANT = "auto"
 # Shortcut option of the paper's Table 3: "A" zero-padded identity where the shape changes, "B"
 # projection (1x1 conv + norm) where the shape changes, "C" projection on every block.
-# "" picks the family's own default: "B" for ImageNet models, "A" for the CIFAR ones.
+# "" follows MODEL.BACKBONE.WEIGHTS when they record one (or show it in their blocks), else picks the
+# family's own default: "B" for ImageNet models, "A" for the CIFAR ones.
 _C.MODEL.BACKBONE.SHORTCUT = ""
 # Normalisation: "BN", "FrozenBN" (fixed statistics and affine, for fine-tuning detection),
 # "SyncBN" (statistics over all DDP processes), "GN" (GroupNorm, for detection from scratch).
@@ -53,8 +57,10 @@ _C.MODEL.BACKBONE.GN_GROUPS = 32
 _C.MODEL.BACKBONE.FREEZE_AT = 0
 # Which stage outputs the backbone returns for detection ("stem", "res2".."res5").
 _C.MODEL.BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-# Weights for the backbone alone (applied before MODEL.WEIGHTS): a train_cls backbone export, a
-# torchvision or timm ResNet state dict, or "" for none.
+# Weights for the backbone alone (applied before MODEL.WEIGHTS): a train_cls backbone export
+# (backbone_final.pth), a tools/convert_weights.py --backbone file, a torchvision or timm ResNet state
+# dict, or "" for none. A path that does not exist is an error (saying how to make it) unless
+# MODEL.WEIGHTS is given, which replaces the whole model's weights anyway.
 _C.MODEL.BACKBONE.WEIGHTS = ""
 
 # ---------------------------------------------------------------------------- #

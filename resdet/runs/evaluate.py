@@ -58,7 +58,10 @@ def main(argv=None):
     from resdet.evaluation.inference import evaluate_detection_model
     from resdet.predictor import _device_for
 
-    cfg = load_config(args.config, args.opts + (["TEST.COCO_EVAL_BACKEND", args.backend] if args.backend else []))
+    # --weights is MODEL.WEIGHTS: the backbone then needs no weights file of its own, and a VARIANT "auto"
+    # follows the config the checkpoint was trained with
+    cfg = load_config(args.config, args.opts + (["TEST.COCO_EVAL_BACKEND", args.backend] if args.backend else [])
+                      + (["MODEL.WEIGHTS", args.weights] if args.weights else []))
     device = _device_for(cfg.MODEL.DEVICE)
     init_distributed(device_type=device.type)
     if device.type == "cuda":  # one GPU per process under torchrun
@@ -68,7 +71,7 @@ def main(argv=None):
 
         device = torch.device("cuda", get_local_rank())
     model = build_detection_model(cfg).to(device)
-    weights = args.weights or cfg.MODEL.WEIGHTS
+    weights = cfg.MODEL.WEIGHTS
     if weights:
         Checkpointer("", model).load_model(weights, strict=True)
     else:

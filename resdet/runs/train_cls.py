@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from resdet.backbones.registry import resolve_backbone_config
 from resdet.config import load_config
 from resdet.engine.build import build_trainer, build_training_state, default_setup, prepare_model
 from resdet.engine.checkpoint import Checkpointer, atomic_write_text
@@ -139,7 +140,10 @@ def _eval_fn(cfg, data: ClassificationData, models: Dict[str, nn.Module], device
 
 
 def _setup(cfg):
+    cfg, backbone_note = resolve_backbone_config(cfg)  # the export then records what was built
     cfg, device = default_setup(cfg)
+    if backbone_note:
+        logger.info(backbone_note)
     data = build_classification_data(cfg, device, get_rank(), get_world_size())
     logger.info("Data: %d training images, %d classes, evaluation sets %s",
                 data.num_train, data.num_classes, list(data.eval_sets))
@@ -153,7 +157,9 @@ def _write_results(cfg, results: Dict[str, Any], name: str) -> None:
 
 def export_from_config(cfg, model: nn.Module, path: str) -> str:
     backbone = unwrap_model(model).backbone
-    return export_backbone(model, path, name=cfg.MODEL.BACKBONE.NAME, variant=cfg.MODEL.BACKBONE.VARIANT,
+    # the options the backbone was built with (VARIANT "auto" / SHORTCUT "" resolved)
+    return export_backbone(model, path, name=cfg.MODEL.BACKBONE.NAME,
+                           variant=getattr(backbone, "variant", cfg.MODEL.BACKBONE.VARIANT),
                            shortcut=getattr(backbone, "shortcut", cfg.MODEL.BACKBONE.SHORTCUT),
                            norm=cfg.MODEL.BACKBONE.NORM)
 
@@ -246,6 +252,7 @@ def main(argv=None) -> int:
     if args.export_backbone:
         if not cfg.MODEL.WEIGHTS:
             raise SystemExit("--export-backbone needs MODEL.WEIGHTS (a train_cls checkpoint)")
+        cfg, _ = resolve_backbone_config(cfg)  # VARIANT auto: the one MODEL.WEIGHTS was trained with
         model = build_classifier(cfg)
         Checkpointer(cfg.OUTPUT_DIR, model).load_model(cfg.MODEL.WEIGHTS, strict=True)
         print(export_from_config(cfg, model, args.export_backbone))

@@ -55,6 +55,14 @@ def _warn_frozen_random_backbone(cfg, resume: bool) -> None:
                        f" and stages up to FREEZE_AT {bb.FREEZE_AT} frozen" if bb.FREEZE_AT else "")
 
 
+def _without_backbone_weights(cfg):
+    out = cfg.clone()
+    out.defrost()
+    out.MODEL.BACKBONE.WEIGHTS = ""
+    out.freeze()
+    return out
+
+
 def _evaluate_all(cfg, model, device) -> Dict:
     from resdet.evaluation.inference import evaluate_detection_model
 
@@ -93,13 +101,19 @@ def train_detection(cfg, resume: bool = False, eval_only: bool = False) -> Dict:
     from resdet.data.catalog import register_from_config
     from resdet.data.loader import build_detection_train_loader
     from resdet.detection.rcnn import build_detection_model
-    from resdet.engine import build_trainer, build_training_state, cleanup, default_setup, prepare_model
+    from resdet.backbones.registry import resolve_backbone_config
+    from resdet.engine import Checkpointer, build_trainer, build_training_state, cleanup, default_setup, prepare_model
 
+    # the checkpoint a resumed run continues from replaces every weight: backbone weights are not needed
+    resumed_from = Checkpointer(cfg.OUTPUT_DIR, None).latest() if resume else None
+    cfg, backbone_note = resolve_backbone_config(cfg, checkpoint=resumed_from or "")
     cfg, device = default_setup(cfg)
+    if backbone_note:
+        logger.info(backbone_note)
     if not eval_only:
         _warn_frozen_random_backbone(cfg, resume)
     register_from_config(cfg)
-    model = prepare_model(build_detection_model(cfg), cfg, device)
+    model = prepare_model(build_detection_model(_without_backbone_weights(cfg) if resumed_from else cfg), cfg, device)
     state = build_training_state(cfg, model, resume=resume)
     if eval_only:
         results = _evaluate_all(cfg, model, device)

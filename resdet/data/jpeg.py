@@ -7,21 +7,23 @@ full one and is already low-pass filtered), anything else (PNG, BMP, ...) whole 
 libjpeg-turbo cannot convert to RGB (CMYK, YCCK) go through PIL too; `probe` marks them not scalable.
 Unreadable files raise `CorruptImageError` naming the file, as `read_image_rgb` does.
 
-Decoder choice, measured (tools: /tmp scripts of the h10cls task; the 300 ImageNet-sized photographs of
-`resdet/runs/bench_photos.py`, longer side 350-500 px, q90; one core, one thread; the machine shared with
-other jobs, so medians of 7 interleaved rounds):
+Decoder choice, measured with `tools/benchmark.py --loader imagenet --decoders` (200 of the
+ImageNet-sized photographs of `resdet/runs/bench_photos.py`, longer side 350-500 px, q90; one thread;
+medians of 7 interleaved rounds on two cores shared with other jobs, load ~9.5, so only the ratios
+carry over):
 
-    full size:  simplejpeg 1,060  OpenCV imdecode 1,258  torchvision.io 927  PIL 1,031  img/s
-    half size:  simplejpeg 1,624  OpenCV IMREAD_REDUCED_COLOR_2 2,478  PIL draft 1,704  img/s
+    full size:  simplejpeg 683   OpenCV imdecode 614   torchvision.io 549   PIL 323  img/s
+    half size:  simplejpeg 758 (header read included)   OpenCV IMREAD_REDUCED_COLOR_2 814   PIL draft 557
 
-(in the quietest round: full simplejpeg 2,149, OpenCV 1,966, torchvision.io 2,023, PIL 1,257-1,403).
 simplejpeg (libjpeg-turbo, Cython, decodes straight into a numpy array) is the fastest at full size,
-reads headers without decoding, scales by 1/2, 1/4, 1/8 (and raises on truncated data with
-strict=True); OpenCV's reduced modes decode no faster at 1/2 in most rounds and cannot read a header alone, and
-torchvision.io's decoders are deprecated as of torchvision 0.29 and cannot scale. No installed decoder
-exposes libjpeg-turbo's partial (cropped) decompression (TurboJPEG 3's tj3SetCroppingRegion; PyTurboJPEG
-needs a system libturbojpeg), so crops are cut after decoding. Without simplejpeg, PIL's `draft`
-(also libjpeg-turbo DCT scaling) is the fallback.
+which is what ImageNet-sized images at a 224 crop need almost always (a crop must be 448 px on both
+sides before 1/2 is allowed); it reads headers without decoding (the crop box, hence the scale, is
+chosen from the size first), scales by 1/2, 1/4, 1/8, and raises on truncated data with strict=True.
+OpenCV's reduced modes are a little faster at 1/2 but cannot read a header alone; torchvision.io's
+decoders are deprecated as of torchvision 0.29 and cannot scale; PIL pays for its internal 4-byte
+layout and the copy out. No installed decoder exposes libjpeg-turbo's partial (cropped) decompression
+(TurboJPEG 3's tj3SetCroppingRegion; PyTurboJPEG needs a system libturbojpeg), so crops are cut after
+decoding. Without simplejpeg, PIL's `draft` (also libjpeg-turbo DCT scaling) is the fallback.
 """
 from __future__ import annotations
 

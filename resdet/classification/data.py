@@ -255,7 +255,8 @@ def _streaming(cfg, root: str, device, rank: int, world_size: int) -> Classifica
             return loader
         return DeviceInput(loader, device, pca_std=cfg.CLS.INPUT.PCA_STD if cfg.CLS.INPUT.COLOR_AUG == "pca" else 0.0,
                            seed=cfg.SEED, start_iter=start_iter, rank=rank, world_size=world_size,
-                           skip_bad_images=cfg.DATALOADER.SKIP_BAD_IMAGES)
+                           skip_bad_images=cfg.DATALOADER.SKIP_BAD_IMAGES,
+                           channels_last=cfg.SOLVER.CHANNELS_LAST)
 
     def eval_pass(ds) -> Callable[[], Batches]:
         # A fresh loader per evaluation (not persistent): evaluations are minutes apart, and persistent

@@ -6,6 +6,7 @@ channels_last from the CPU decoder, or `EncodedBatch`es for the GPU decoder), co
 colour augmentation for the whole batch at once: AlexNet's PCA lighting, the paper's, drawn from a
 generator seeded with (seed, iteration) for the global batch and sliced by rank (as `DeviceBatches` does,
 so N processes see what one process with the N-times batch would). Normalisation stays in the model.
+Batches stay channels_last unless `channels_last=False` (SOLVER.CHANNELS_LAST off), then NCHW.
 """
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ __all__ = ["DeviceInput"]
 class DeviceInput:
     def __init__(self, batches: Iterator, device: torch.device, *, pca_std: float = 0.0, seed: int = 0,
                  start_iter: int = 0, rank: int = 0, world_size: int = 1, skip_bad_images: bool = False,
-                 max_canvas_bytes: int = 1 << 30):
+                 max_canvas_bytes: int = 1 << 30, channels_last: bool = True):
         self.batches = iter(batches)
         self.device = torch.device(device)
         self.pca_std, self.seed, self.iteration = pca_std, seed, start_iter
         self.rank, self.world_size = rank, world_size
         self.skip_bad_images, self.max_canvas_bytes = skip_bad_images, max_canvas_bytes
+        self.channels_last = channels_last
 
     def __iter__(self) -> "DeviceInput":
         return self
@@ -42,6 +44,10 @@ class DeviceInput:
             labels = labels.to(self.device, non_blocking=True)
         if self.pca_std > 0:
             images = pca_lighting_batch(images, self._alpha(images.shape[0]))
+        if not self.channels_last:
+            # batches arrive channels_last (the workers' HWC crops); a model trained in NCHW
+            # (SOLVER.CHANNELS_LAST False) gets NCHW, or its convolutions would switch layout
+            images = images.contiguous()
         self.iteration += 1
         return images, labels
 

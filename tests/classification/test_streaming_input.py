@@ -40,8 +40,8 @@ def test_decode_cpu_and_gpu_give_the_same_training_batches(photo_tree, tmp_path)
     root, classes = photo_tree
     batches = {}
     for decode in ("cpu", "gpu", "pil"):
-        data = build_classification_data(_cfg(root, classes, str(tmp_path), **{"CLS.DATA.DECODE": decode}),
-                                         torch.device("cpu"))
+        cfg = _cfg(root, classes, str(tmp_path), **{"CLS.DATA.DECODE": decode, "SOLVER.CHANNELS_LAST": True})
+        data = build_classification_data(cfg, torch.device("cpu"))
         torch.manual_seed(0)
         batches[decode] = next(iter(data.train_batches(0)))
     (cpu, ycpu), (gpu, ygpu), (pil, ypil) = batches["cpu"], batches["gpu"], batches["pil"]
@@ -53,6 +53,11 @@ def test_decode_cpu_and_gpu_give_the_same_training_batches(photo_tree, tmp_path)
     # its fixed-point weights a little differently from torch's uint8 kernel
     d = (cpu.int() - pil.int()).abs()
     assert int(d.max()) <= 2 and float(d.float().mean()) < 0.5, (int(d.max()), float(d.float().mean()))
+    # with SOLVER.CHANNELS_LAST False the model gets NCHW batches
+    data = build_classification_data(_cfg(root, classes, str(tmp_path)), torch.device("cpu"))
+    torch.manual_seed(0)
+    nchw, _ = next(iter(data.train_batches(0)))
+    assert nchw.is_contiguous() and torch.equal(nchw, cpu)
 
 
 def test_training_with_decode_cpu_and_picklable_datasets(photo_tree, tmp_path):

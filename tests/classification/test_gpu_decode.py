@@ -98,6 +98,13 @@ def test_non_jpeg_progressive_and_truncated_files_are_decoded_in_the_worker(phot
     assert torch.equal(out[:2], batch.decoded)
     with pytest.raises(CorruptImageError, match="t.jpg"):   # no EOI marker: the worker's CPU decoder names it
         ReadEncoded(CropSampler("rrc", 96))(str(tmp_path / "t.jpg"))
+    # a grayscale JPEG goes to the device decoder and comes out RGB, like the CPU path's
+    Image.fromarray(arr).convert("L").save(tmp_path / "g.jpg", quality=90)
+    batch, labels = _encoded([str(tmp_path / "g.jpg")], size=96, seed=5)
+    assert not batch.on_cpu.any()
+    out, _ = decode_batch(batch, labels, CPU)
+    want = _cpu_path([str(tmp_path / "g.jpg")], size=96, seed=5)
+    assert out.shape == (1, 3, 96, 96) and int((out.int() - want.int()).abs().max()) <= 1
 
 
 def _corrupt_scan(data: bytes) -> bytes:

@@ -88,15 +88,18 @@ class _Pipeline:
                                 prefetch_factor=2 if workers else None)
 
     def run(self) -> float:
+        start = time.perf_counter()
         it = iter(DataLoader(**self.loader_args))
         count = 0
         if self.workers:  # worker start-up is not loader throughput: start the clock at the first batch
             self._consume(next(it))
-        start = time.perf_counter()
+            start = time.perf_counter()
         for batch in it:
             count += self._consume(batch)
         if self.finish is not None:
             self.finish()
+        if self.workers and count == 0:   # a single batch: nothing to time after it
+            raise ValueError("--workers needs several batches per round: raise --n")
         return count / max(time.perf_counter() - start, 1e-9)
 
     def _consume(self, batch) -> int:
@@ -152,8 +155,10 @@ def _time_imagenet(data_dir, n, workers, decode, augs, rounds, batch, device, pr
                 finish = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None
             idx = _indices(len(tv_ds), n)
             _warm_file_cache({tv_ds.samples[i][0] for i in idx})
-            ours = _Pipeline("resdet", ours_ds, idx, collate, workers, batch, stage, finish)
-            theirs = _Pipeline("torchvision", tv_ds, idx, None, workers, batch)
+            # with workers, several batches per worker per round, so that steady state is what is timed
+            b = batch if workers == 0 else max(1, min(batch, n // (4 * workers)))
+            ours = _Pipeline("resdet", ours_ds, idx, collate, workers, b, stage, finish)
+            theirs = _Pipeline("torchvision", tv_ds, idx, None, workers, b)
             times: Dict[str, List[float]] = {"resdet": [], "torchvision": []}
             for r in range(rounds):
                 for p in ((ours, theirs) if r % 2 == 0 else (theirs, ours)):

@@ -15,9 +15,10 @@ one uint8 [B, 3, S, S] channels_last batch (in shared memory, as torch's default
 layout the GPU's channels_last convolutions read directly. Normalisation happens in the model; the
 colour augmentation ("pca") on the device (`device_input.py`).
 
-Measured on one core (tools/benchmark.py --loader imagenet; README, "Feeding the GPU"): 2.2x-2.4x
-torchvision's standard ImageFolder + PIL + RandomResizedCrop + flip + ToTensor + Normalize, and
-3.6x-3.9x its scale augmentation, on the same photographs. Most of our time is the (full-size) decode.
+Measured on one core (tools/benchmark.py --loader imagenet; README, "Feeding the GPU"): 2.26x (median
+of five runs, 1.89-2.52) torchvision's standard ImageFolder + PIL + RandomResizedCrop + flip + ToTensor
++ Normalize, and 3.82x its scale augmentation, on the same photographs. Most of our time is the
+(full-size) decode: ImageNet-sized images rarely allow a reduced one at a 224 crop.
 """
 from __future__ import annotations
 

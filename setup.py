@@ -15,10 +15,10 @@ setup(
         "pycocotools>=2.0.6",
         # headless build only: albumentations pulls it, and a second cv2 package would overwrite it
         "opencv-python-headless>=4.8",
-        # libjpeg-turbo with DCT-scaled decoding, the fastest JPEG decoder measured for the ImageNet input
-        # (resdet/data/jpeg.py); a small wheel on every platform. Without it PIL's draft mode is used.
-        "simplejpeg>=1.6",
         "albumentations>=1.4",
+        # libjpeg-turbo in one call: the detection mapper's JPEG reads (resdet/data/fast_jpeg.py; PIL is
+        # the fallback when it is missing)
+        "simplejpeg>=1.6",
         "timm>=0.9",
         "fvcore>=0.1.5",
         "numpy",

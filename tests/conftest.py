@@ -11,6 +11,11 @@ import torch  # noqa: E402
 SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 
 
+def pytest_configure(config):
+    # tests/gpu: checks that need a CUDA device; they skip, saying so, where none is visible
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped with a reason when none is visible)")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

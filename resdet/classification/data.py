@@ -4,7 +4,13 @@ Two paths, picked by CLS.DATA.IN_MEMORY:
 - in memory (CIFAR): the dataset is decoded once into uint8 tensors on MODEL.DEVICE; training batches
   are gathered and pad-crop-flipped there (`resdet.data.folders.DeviceBatches`); evaluation slices the
   tensors. No worker processes, no host-to-device copies per step.
-- streaming (ImageNet-sized): an ImageFolderDataset with per-image transforms in DataLoader workers.
+- streaming (ImageNet-sized): an ImageFolderDataset read by DataLoader workers. For the "scale" and "rrc"
+  augmentations (CLS.DATA.DECODE "cpu", the default) the workers decode each JPEG at the smallest DCT scale
+  the sampled crop allows and hand over uint8 channels_last batches (`decode_crop.py`); with "gpu" they
+  only read bytes and sample crop boxes, and the batches are decoded on the device (`gpu_decode.py`);
+  in both cases `DeviceInput` moves the batch to the device and applies the PCA colour augmentation
+  there. "pil" (and any RANDAUGMENT or "pad_crop_flip") runs the per-image PIL transforms of
+  `transforms.py`. Evaluation always uses those (resize + centre/ten crops, torchvision's semantics).
 
 Both draw training indices from the engine's InfiniteSampler started at `start_iter * global batch`, so a
 resumed run continues with the same data order, and N processes see what one process with the N-times
@@ -12,6 +18,7 @@ batch would see.
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -26,12 +33,18 @@ from resdet.data.folders import (ImageFolderDataset, MissingDatasetError, Device
                                  resolve_dataset_root, split_holdout, _cifar_dir)
 from resdet.data.samplers import InfiniteSampler
 
+from .crops import CropSampler
+from .decode_crop import ColorJitterUint8, DecodeCrop, collate_channels_last
+from .device_input import DeviceInput
+from .gpu_decode import ReadEncoded, collate_encoded
 from .ten_crop import ten_crop
 from .transforms import transforms_from_config
 
 __all__ = ["ClassificationData", "build_classification_data"]
 
 Batches = Iterable[Tuple[torch.Tensor, torch.Tensor]]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -168,9 +181,44 @@ def _worker_seeder(seed: int, start_iter: int, rank: int):
     return init
 
 
+def _fast_train_input(cfg) -> Optional[str]:
+    """"cpu" / "gpu" when the streamed training input can decode-and-crop, None for the PIL transforms."""
+    i, decode = cfg.CLS.INPUT, cfg.CLS.DATA.DECODE
+    if decode not in ("cpu", "gpu", "pil"):
+        raise ValueError(f"CLS.DATA.DECODE must be 'cpu', 'gpu' or 'pil'; got {decode!r}")
+    if decode == "pil":
+        return None
+    if i.TRAIN_AUG not in ("scale", "rrc") or i.RANDAUGMENT:
+        why = "RANDAUGMENT (timm's, on PIL images)" if i.RANDAUGMENT else f"TRAIN_AUG {i.TRAIN_AUG!r}"
+        logger.info("CLS.DATA.DECODE %r: %s needs the per-image PIL transforms; using them", decode, why)
+        return None
+    if decode == "gpu" and i.COLOR_AUG == "jitter":
+        raise ValueError("CLS.DATA.DECODE 'gpu' supports CLS.INPUT.COLOR_AUG 'pca' or '' (ColorJitter is per image "
+                         "on the CPU); use DECODE 'cpu' for 'jitter'")
+    if i.COLOR_AUG not in ("pca", "jitter", ""):
+        raise ValueError(f"CLS.INPUT.COLOR_AUG must be 'pca', 'jitter' or ''; got {i.COLOR_AUG!r}")
+    return decode
+
+
+def _fast_train_dataset(cfg, root: str, decode: str) -> ImageFolderDataset:
+    i = cfg.CLS.INPUT
+    sampler = CropSampler(i.TRAIN_AUG, i.CROP_SIZE, short_side=i.TRAIN_SHORT_SIDE, hflip=i.HFLIP)
+    loader = DecodeCrop(sampler) if decode == "cpu" else ReadEncoded(sampler)
+    jitter = ColorJitterUint8(i.COLOR_JITTER) if i.COLOR_AUG == "jitter" else None
+    return ImageFolderDataset(root, cfg.CLS.DATA.TRAIN_SPLIT, jitter, skip_bad_images=cfg.DATALOADER.SKIP_BAD_IMAGES,
+                              loader=loader)
+
+
 def _streaming(cfg, root: str, device, rank: int, world_size: int) -> ClassificationData:
-    train_ds = ImageFolderDataset(root, cfg.CLS.DATA.TRAIN_SPLIT, transforms_from_config(cfg, train=True),
-                                  skip_bad_images=cfg.DATALOADER.SKIP_BAD_IMAGES)
+    decode = _fast_train_input(cfg)
+    if decode is None:
+        train_ds = ImageFolderDataset(root, cfg.CLS.DATA.TRAIN_SPLIT, transforms_from_config(cfg, train=True),
+                                      skip_bad_images=cfg.DATALOADER.SKIP_BAD_IMAGES)
+    else:
+        train_ds = _fast_train_dataset(cfg, root, decode)
+        if decode == "gpu" and device.type != "cuda":
+            logger.warning("CLS.DATA.DECODE 'gpu' on %s: the device decoder runs there (libjpeg-turbo through "
+                           "torchvision.io), which is meant for tests; use 'cpu' without a GPU", device)
     test_ds = ImageFolderDataset(root, cfg.CLS.DATA.TEST_SPLIT, transforms_from_config(cfg, train=False))
     if train_ds.classes != test_ds.classes:
         raise ValueError(f"Class folders differ between '{train_ds.root}' and '{test_ds.root}'")
@@ -192,18 +240,30 @@ def _streaming(cfg, root: str, device, rank: int, world_size: int) -> Classifica
     batch = _per_rank_batch(cfg, world_size)
     workers = cfg.DATALOADER.NUM_WORKERS
     pin = device.type == "cuda"
+    prefetch = cfg.CLS.DATA.PREFETCH_FACTOR if workers > 0 else None
+    collate = {None: None, "cpu": collate_channels_last, "gpu": collate_encoded}[decode]
 
     def train_batches(start_iter: int) -> Batches:
         sampler = InfiniteSampler(len(train_subset), shuffle=True, seed=cfg.SEED, rank=rank,
                                   world_size=world_size, start=start_iter * cfg.SOLVER.IMS_PER_BATCH)
-        return iter(DataLoader(train_subset, batch_size=batch, sampler=sampler, num_workers=workers,
-                               pin_memory=pin, drop_last=True, persistent_workers=False,
-                               worker_init_fn=_worker_seeder(cfg.SEED, start_iter, rank)))
+        # One endless iterator per run, so persistent_workers would change nothing; pinned host memory
+        # lets the copy to the GPU run asynchronously (non_blocking) while the previous step computes.
+        loader = iter(DataLoader(train_subset, batch_size=batch, sampler=sampler, num_workers=workers,
+                                 pin_memory=pin, drop_last=True, persistent_workers=False, prefetch_factor=prefetch,
+                                 collate_fn=collate, worker_init_fn=_worker_seeder(cfg.SEED, start_iter, rank)))
+        if decode is None:
+            return loader
+        return DeviceInput(loader, device, pca_std=cfg.CLS.INPUT.PCA_STD if cfg.CLS.INPUT.COLOR_AUG == "pca" else 0.0,
+                           seed=cfg.SEED, start_iter=start_iter, rank=rank, world_size=world_size,
+                           skip_bad_images=cfg.DATALOADER.SKIP_BAD_IMAGES,
+                           channels_last=cfg.SOLVER.CHANNELS_LAST)
 
     def eval_pass(ds) -> Callable[[], Batches]:
+        # A fresh loader per evaluation (not persistent): evaluations are minutes apart, and persistent
+        # workers would keep a copy of each set's file list alive per worker for the whole run.
         shard = list(range(rank, len(ds), world_size))
         return lambda: DataLoader(Subset(ds, shard), batch_size=cfg.CLS.TEST.BATCH_SIZE, shuffle=False,
-                                  num_workers=workers, pin_memory=pin)
+                                  num_workers=workers, pin_memory=pin, prefetch_factor=prefetch)
 
     return ClassificationData(len(train_ds.classes), list(train_ds.classes), len(train_subset), train_batches,
                               {k: eval_pass(ds) for k, ds in sets.items()})

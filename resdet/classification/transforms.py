@@ -16,7 +16,7 @@ from torchvision.transforms import v2 as T
 
 from .ten_crop import ten_crop
 
-__all__ = ["PCALighting", "build_train_transform", "build_test_transform"]
+__all__ = ["PCALighting", "pca_lighting_batch", "build_train_transform", "build_test_transform"]
 
 # Principal components of ImageNet's RGB pixel covariance (pixels in [0, 1]), as published with AlexNet
 # and used by the MSRA/fb.resnet.torch recipes; the eigenvectors are the columns.
@@ -84,6 +84,22 @@ def build_train_transform(*, aug: str, crop_size: int, short_side: Sequence[int]
     elif color_aug not in ("", "jitter"):
         raise ValueError(f"CLS.INPUT.COLOR_AUG must be 'pca', 'jitter' or ''; got {color_aug!r}")
     return T.Compose(ops)
+
+
+def pca_lighting_batch(images: torch.Tensor, alpha: torch.Tensor, eigval: torch.Tensor = _IMAGENET_EIGVAL,
+                       eigvec: torch.Tensor = _IMAGENET_EIGVEC) -> torch.Tensor:
+    """PCALighting for a whole batch at once (on the device): image i gets the per-channel offset
+    255 * eigvec @ (alpha[i] * eigval); uint8 in, uint8 out (rounded and clamped, as PCALighting), float
+    stays float. `alpha` is [B, 3], N(0, std) draws."""
+    if images.dim() != 4 or images.shape[1] != 3 or alpha.shape != (images.shape[0], 3):
+        raise ValueError(f"pca_lighting_batch needs images [B, 3, H, W] and alpha [B, 3]; got {tuple(images.shape)} "
+                         f"and {tuple(alpha.shape)}")
+    eigval, eigvec = eigval.to(images.device), eigvec.to(images.device)
+    shift = 255.0 * (alpha.to(images.device, torch.float32) * eigval) @ eigvec.T          # [B, 3]
+    out = images.float() + shift[:, :, None, None]
+    if images.dtype == torch.uint8:
+        return out.round_().clamp_(0, 255).to(torch.uint8)
+    return out.to(images.dtype)
 
 
 class _TenCrop(torch.nn.Module):

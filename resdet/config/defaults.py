@@ -327,6 +327,16 @@ _C.CLS.DATA.HOLDOUT = 0
 # For quick experiments and tests.
 _C.CLS.DATA.TRAIN_LIMIT = 0
 _C.CLS.DATA.TEST_LIMIT = 0
+# How streamed training images ("scale" and "rrc" augmentation) are decoded. "cpu": in DataLoader
+# workers, each JPEG at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the sampled crop at least
+# CROP_SIZE, then crop, resize, flip, uint8 batches (about 2x torchvision's standard pipeline per core).
+# "gpu": workers only read bytes and sample the crop boxes; batches are decoded with nvJPEG
+# (torchvision.io.decode_jpeg) and cropped/resized/flipped on MODEL.DEVICE (non-JPEG and unusual JPEGs
+# are decoded by the workers). "pil": the textbook per-image PIL pipeline (what RANDAUGMENT always uses).
+_C.CLS.DATA.DECODE = "cpu"
+# Batches each DataLoader worker keeps ready (torch's prefetch_factor). Each worker makes whole batches,
+# so two (one being consumed, one ready) keep it busy; more only adds memory.
+_C.CLS.DATA.PREFETCH_FACTOR = 2
 
 _C.CLS.INPUT = CN()
 # Training augmentation: "pad_crop_flip" (the paper's CIFAR recipe: pad, random crop, flip),

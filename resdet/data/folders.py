@@ -77,10 +77,14 @@ def read_image_rgb(path: str) -> Image.Image:
 class ImageFolderDataset(ImageFolder):
     """torchvision's ImageFolder over `<root>/<split>`, with errors that say what is wrong where.
 
-    Items are `(transform(PIL image), class index)`; classes are the sorted sub-folder names.
+    Items are `(transform(loader(path)), class index)`; classes are the sorted sub-folder names. The
+    default loader decodes a PIL RGB image; the fast classification input passes one that decodes,
+    crops and resizes in one go (`resdet.classification.decode_crop`), since choosing the JPEG decode
+    scale needs the crop. A loader signals an unreadable file with CorruptImageError naming it.
     """
 
-    def __init__(self, root: str, split: str, transform: Optional[Callable] = None, skip_bad_images: bool = False):
+    def __init__(self, root: str, split: str, transform: Optional[Callable] = None, skip_bad_images: bool = False,
+                 loader: Callable[[str], Any] = read_image_rgb):
         self.skip_bad_images = skip_bad_images
         split_dir = os.path.join(root, split)
         if not os.path.isdir(split_dir):
@@ -89,7 +93,7 @@ class ImageFolderDataset(ImageFolder):
                 + PREPARE_HINT
             )
         try:
-            super().__init__(split_dir, transform=transform, loader=read_image_rgb,
+            super().__init__(split_dir, transform=transform, loader=loader,
                              is_valid_file=lambda p: p.lower().endswith(IMAGE_EXTENSIONS))
         except FileNotFoundError as e:  # no class folders, or class folders with no images
             raise MissingDatasetError(f"No usable images under '{split_dir}': {e}. " + PREPARE_HINT) from e

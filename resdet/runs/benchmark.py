@@ -5,6 +5,12 @@ module beside it (benchmark_det.py: the detectors).
 
   python tools/benchmark.py --device cpu --size 256 --batch 2 --iters 3
   python tools/benchmark.py --device cuda --size 800x1216 --batch 8 --iters 20 --amp fp16
+
+Input pipelines (--loader; benchmark_loader.py: ImageNet training input, ours against torchvision's
+standard ImageFolder + PIL + RandomResizedCrop pipeline, per core with --workers 0):
+
+  python tools/benchmark.py --loader imagenet [--data DIR] [--workers N] [--decode cpu|gpu] [--n 500]
+  python tools/benchmark.py --loader coco --data DIR [--workers N] [--n 500]
 """
 from __future__ import annotations
 
@@ -42,7 +48,23 @@ def main(argv=None) -> int:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--boxes", type=int, default=7, help="ground-truth boxes per training image")
     p.add_argument("--json", help="append one JSON line per measurement to this file")
+    g = p.add_argument_group("input pipelines (--loader)")
+    g.add_argument("--loader", choices=["imagenet", "coco"],
+                   help="time a training input pipeline instead of the models (ours / torchvision's)")
+    g.add_argument("--data", help="imagenet: a folder of class folders of JPEGs (default: benchmark photos made "
+                                  "in a temp folder); coco: a COCO-format dataset")
+    g.add_argument("--workers", type=int, default=0,
+                   help="DataLoader workers; 0 times one core (one process, one thread)")
+    g.add_argument("--decode", choices=["cpu", "gpu"], default="cpu", help="imagenet: CLS.DATA.DECODE of ours")
+    g.add_argument("--n", type=int, default=500, help="images per round")
+    g.add_argument("--aug", choices=["rrc", "scale", "both"], default="both",
+                   help="imagenet: RandomResizedCrop, the paper's scale augmentation, or both (the last line "
+                        "then reports the one with the lower ratio)")
+    g.add_argument("--rounds", type=int, default=3, help="imagenet: alternating rounds per pipeline (median)")
+    g.add_argument("--decoders", action="store_true", help="imagenet: also time the JPEG decoders alone")
     args = p.parse_args(argv)
+    if args.loader:
+        return _loader_main(args)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda was asked for but no GPU is visible; use --device cpu")
     amp = args.amp if args.amp is not None else ("fp16" if args.device.startswith("cuda") else "")
@@ -64,3 +86,38 @@ def main(argv=None) -> int:
     print(format_table(rows))
     return 0
 
+
+def _loader_main(args) -> int:
+    if args.n < 1 or args.workers < 0 or args.rounds < 1:
+        raise SystemExit(f"--n and --rounds must be >= 1 and --workers >= 0; got {args.n}, {args.rounds}, {args.workers}")
+    per = "per core" if args.workers == 0 else "in total"
+    if args.loader == "coco":
+        from .benchmark_loader_coco import time_coco_loaders  # the detection input (its own module)
+
+        r = time_coco_loaders(args.data, args.n, args.workers)
+        rows = [dict(kind="coco", workers=args.workers, n=args.n, resdet=r["resdet"], torchvision=r["torchvision"],
+                     ratio=r["resdet"] / r["torchvision"], per=per)]
+        last = rows[0]
+    else:
+        from .benchmark_loader import time_decoders, time_imagenet_loaders
+
+        if args.decode == "gpu" and not args.device.startswith("cuda"):
+            print(f"note: --decode gpu on {args.device}: the device decoder runs on the CPU (a functional check, "
+                  f"not a GPU figure)")
+        if args.decoders:
+            for name, rate in time_decoders(args.data, min(args.n, 200)).items():
+                print(f"  decoder {name}: {rate:.0f} img/s (one thread)")
+        augs = ["rrc", "scale"] if args.aug == "both" else [args.aug]
+        rows = time_imagenet_loaders(args.data, args.n, args.workers, args.decode, augs, rounds=args.rounds,
+                                     device=args.device, progress=lambda line: print(line, flush=True))
+        for r in rows:
+            print(f"loader imagenet {r['aug']} (decode {r['decode']}): ratio {r['ratio']:.2f} (resdet {r['resdet']:.0f} "
+                  f"img/s, torchvision {r['torchvision']:.0f} img/s {per})")
+        last = min(rows, key=lambda r: r["ratio"])
+    if args.json:
+        with open(args.json, "a", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    print(f"loader {args.loader}: ratio {last['ratio']:.2f} (resdet {last['resdet']:.0f} img/s, "
+          f"torchvision {last['torchvision']:.0f} img/s {per})")
+    return 0

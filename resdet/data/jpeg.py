@@ -1,0 +1,159 @@
+"""Reading training images fast: file bytes, JPEG headers, and decoding at a reduced JPEG DCT scale.
+
+`probe(data, path)` reads an image's size from its header (no decoding); `decode_rgb(data, path, shrink)`
+decodes to an HxWx3 uint8 array, a JPEG at 1/2**shrink of its size (libjpeg-turbo's DCT scaling: the
+inverse DCT runs on the low-frequency corner of each 8x8 block, so a half-size decode costs well under a
+full one and is already low-pass filtered), anything else (PNG, BMP, ...) whole through PIL. JPEGs that
+libjpeg-turbo cannot convert to RGB (CMYK, YCCK) go through PIL too; `probe` marks them not scalable.
+Unreadable files raise `CorruptImageError` naming the file, as `read_image_rgb` does.
+
+Decoder choice, measured with `tools/benchmark.py --loader imagenet --decoders` (200 of the
+ImageNet-sized photographs of `resdet/runs/bench_photos.py`, longer side 350-500 px, q90; one thread;
+medians of 7 interleaved rounds on two cores shared with other jobs, load ~9.5, so only the ratios
+carry over):
+
+    full size:  simplejpeg 683   OpenCV imdecode 614   torchvision.io 549   PIL 323  img/s
+    half size:  simplejpeg 758 (header read included)   OpenCV IMREAD_REDUCED_COLOR_2 814   PIL draft 557
+
+simplejpeg (libjpeg-turbo, Cython, decodes straight into a numpy array) is the fastest at full size,
+which is what ImageNet-sized images at a 224 crop need almost always (a crop must be 448 px on both
+sides before 1/2 is allowed); it reads headers without decoding (the crop box, hence the scale, is
+chosen from the size first), scales by 1/2, 1/4, 1/8, and raises on truncated data with strict=True.
+OpenCV's reduced modes are a little faster at 1/2 but cannot read a header alone; torchvision.io's
+decoders are deprecated as of torchvision 0.29 and cannot scale; PIL pays for its internal 4-byte
+layout and the copy out. No installed decoder exposes libjpeg-turbo's partial (cropped) decompression
+(TurboJPEG 3's tj3SetCroppingRegion; PyTurboJPEG needs a system libturbojpeg), so crops are cut after
+decoding. Without simplejpeg, PIL's `draft` (also libjpeg-turbo DCT scaling) is the fallback.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+from PIL import Image
+
+from .folders import CorruptImageError
+
+try:  # optional: a small wheel with libjpeg-turbo inside; PIL's draft mode is the fallback
+    import simplejpeg
+except ImportError:  # pragma: no cover - exercised by forcing backend="pil" in the tests
+    simplejpeg = None
+
+__all__ = ["ImageInfo", "MAX_SHRINK", "read_file", "probe", "decode_rgb", "decoder_backend", "jpeg_looks_complete",
+           "shrink_for"]
+
+# Largest DCT reduction: 1/8 (libjpeg's power-of-two scales are 1/2, 1/4, 1/8).
+MAX_SHRINK = 3
+_JPEG_SOI = b"\xff\xd8"
+# Colour spaces libjpeg-turbo converts to RGB itself; CMYK/YCCK JPEGs go through PIL.
+_RGB_DECODABLE = ("YCbCr", "Gray", "RGB")
+
+
+def decoder_backend(backend: str = "auto") -> str:
+    """"simplejpeg" when installed (or asked for), else "pil"."""
+    if backend not in ("auto", "simplejpeg", "pil"):
+        raise ValueError(f"JPEG decoder backend must be 'auto', 'simplejpeg' or 'pil'; got {backend!r}")
+    if backend == "simplejpeg" and simplejpeg is None:
+        raise ImportError("simplejpeg is not installed: pip install simplejpeg (or use backend 'pil')")
+    if backend == "auto":
+        return "simplejpeg" if simplejpeg is not None else "pil"
+    return backend
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image's size from its header, and whether it is a JPEG libjpeg-turbo can decode (and scale)."""
+
+    height: int
+    width: int
+    jpeg: bool
+
+
+def read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CorruptImageError(f"Cannot read image '{path}': {type(e).__name__}: {e}") from e
+
+
+def _error(path: str, e: Exception) -> CorruptImageError:
+    return CorruptImageError(f"Cannot read image '{path}': {type(e).__name__}: {e}")
+
+
+def probe(data: bytes, path: str, backend: str = "auto") -> ImageInfo:
+    """Size from the header alone; a file neither simplejpeg nor PIL can parse is a CorruptImageError."""
+    if data[:2] == _JPEG_SOI and decoder_backend(backend) == "simplejpeg":
+        try:
+            h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+            return ImageInfo(int(h), int(w), colorspace in _RGB_DECODABLE)
+        except ValueError:
+            pass  # not a baseline/progressive JPEG simplejpeg understands: let PIL try
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # lazy: reads the header only
+            return ImageInfo(img.height, img.width, img.format == "JPEG" and img.mode in ("RGB", "L"))
+    except Exception as e:  # PIL raises several unrelated types for garbage
+        raise _error(path, e) from e
+
+
+def decode_rgb(data: bytes, path: str, shrink: int = 0, backend: str = "auto") -> Tuple[np.ndarray, int]:
+    """(HxWx3 uint8 RGB, the shrink achieved): a JPEG decoded at 1/2**shrink of its size, i.e.
+    ceil(H / 2**shrink) x ceil(W / 2**shrink); other files (and JPEGs libjpeg-turbo cannot convert to RGB)
+    whole, with shrink 0. Truncated or garbled files raise CorruptImageError naming `path`."""
+    if not 0 <= shrink <= MAX_SHRINK:
+        raise ValueError(f"shrink must be in [0, {MAX_SHRINK}] (scale 1/2**shrink); got {shrink}")
+    if decoder_backend(backend) == "simplejpeg" and data[:2] == _JPEG_SOI:
+        try:
+            h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+            if colorspace in _RGB_DECODABLE:
+                f = 1 << shrink
+                # simplejpeg picks the smallest libjpeg scale whose output is at least min_height x
+                # min_width: asking for ceil(side / 2**shrink) gives exactly the 1/2**shrink scale.
+                img = simplejpeg.decode_jpeg(data, "RGB", min_height=-(-h // f) if shrink else 0,
+                                             min_width=-(-w // f) if shrink else 0, strict=True)
+                return img, shrink
+        except ValueError:
+            pass  # strict=True raises on truncated/corrupt data too: PIL decides and names the error below
+    return _decode_pil(data, path, shrink)
+
+
+def _decode_pil(data: bytes, path: str, shrink: int) -> Tuple[np.ndarray, int]:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            achieved = 0
+            if shrink and img.format == "JPEG":
+                w, h = img.size
+                f = 1 << shrink
+                # draft() picks the largest DCT scale whose result is at least the requested size, scale
+                # = min(w // req_w, h // req_h): asking for floor(side / f) gives f for any crop-worthy size.
+                img.draft("RGB", (max(1, w // f), max(1, h // f)))
+                achieved = _achieved_shrink(w, h, img.size)
+            return np.asarray(img.convert("RGB")), achieved  # convert() forces the decode: truncation shows here
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for bad files
+        raise _error(path, e) from e
+
+
+def _achieved_shrink(w: int, h: int, size: Tuple[int, int]) -> int:
+    for k in range(MAX_SHRINK + 1):
+        if size == (-(-w // (1 << k)), -(-h // (1 << k))):
+            return k
+    raise RuntimeError(f"unexpected JPEG draft size {size} for a {w}x{h} image")
+
+
+def jpeg_looks_complete(data: bytes, tail: int = 1024) -> bool:
+    """A cheap check for truncation: a whole JPEG ends with the EOI marker (FFD9), possibly followed by a
+    few padding bytes some encoders append. Used where the decoder is on the GPU and a truncated file
+    would otherwise only show there."""
+    return data[-tail:].rfind(b"\xff\xd9") >= 0
+
+
+def shrink_for(box_h: float, box_w: float, out_h: int, out_w: int, max_shrink: int = MAX_SHRINK) -> int:
+    """The largest k <= max_shrink with box / 2**k still at least the output size on both sides: the
+    smallest DCT scale at which a crop of box_h x box_w source pixels keeps the output resolution."""
+    k = 0
+    while k < max_shrink and box_h / (2 << k) >= out_h and box_w / (2 << k) >= out_w:
+        k += 1
+    return k
+

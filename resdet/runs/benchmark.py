@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         with open(args.json, "a", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
-    print(f"device: {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}, "
+    print(f"device: {torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith('cuda') else 'cpu'}, "
           f"torch {torch.__version__}; ratio = resdet img/s / torchvision img/s")
     print(format_table(rows))
     return 0

@@ -21,6 +21,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from resdet.config import load_config
 from resdet.detection.convert import convert_torchvision_detection
 from resdet.detection.rcnn import build_detection_model
+from resdet.utils.env import peak_memory_mib
 
 # the presets live in the repository's configs/ (YAML only), beside the package
 _PRESETS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "torchvision"))
@@ -65,9 +66,11 @@ def synthetic_batch(batch: int, height: int, width: int, boxes_per_image: int, n
     return images, targets
 
 
-def _sync(device: str):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def _sync(device) -> None:
+    """Wait for `device`'s work: the device asked for ("cuda:1"), not the current one."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _make_steps(model, ims, targets, dtype, dev_type, dets: List[float]):
@@ -98,13 +101,23 @@ def time_models(arch: str, height: int, width: int, batch: int, iters: int, warm
     Times are medians over `iters` steps. The two models alternate iteration by iteration, so a change in machine load (a shared CPU) hits
     both alike; peak memory is measured in a separate pass per model on CUDA.
     """
+    if device.startswith("cuda"):
+        # "cuda:N": make N the current device too, so that nothing inside either model lands on GPU 0
+        with torch.cuda.device(torch.device(device)):
+            return _time_models(arch, height, width, batch, iters, warmup, device, amp, channels_last,
+                                boxes_per_image, num_classes, progress)
+    return _time_models(arch, height, width, batch, iters, warmup, device, amp, channels_last, boxes_per_image,
+                        num_classes, progress)
+
+
+def _time_models(arch, height, width, batch, iters, warmup, device, amp, channels_last, boxes_per_image,
+                 num_classes, progress):
     ours, tv = build_pair(arch, height, width, num_classes, device)
     if channels_last:
         ours, tv = ours.to(memory_format=torch.channels_last), tv.to(memory_format=torch.channels_last)
     images, targets = synthetic_batch(batch, height, width, boxes_per_image, num_classes, arch == "maskrcnn", device)
     dtype = {"": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
-    cuda = device.startswith("cuda")
     models = {"resdet": ours, "torchvision": tv}
     dets = {name: [] for name in models}
     steps = {"resdet": _make_steps(ours, images, targets, dtype, dev_type, dets["resdet"]),
@@ -115,12 +128,12 @@ def time_models(arch: str, height: int, width: int, batch: int, iters: int, warm
         peak = {}
         for name, model in models.items():  # warm-up, and the peak memory of one step
             model.train(mode == "train")
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
+            peak_memory_mib(device)  # reset the device's peak
             for _ in range(max(warmup, 1)):
                 steps[name][mode]()
             _sync(device)
-            peak[name] = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None
+            mib = peak_memory_mib(device)
+            peak[name] = mib / 1024 if mib is not None else None
         for _ in range(iters):
             for name in models:
                 torch.manual_seed(0)

@@ -5,6 +5,7 @@ module beside it (benchmark_det.py: the detectors).
 
   python tools/benchmark.py --device cpu --size 256 --batch 2 --iters 3
   python tools/benchmark.py --device cuda --size 800x1216 --batch 8 --iters 20 --amp fp16
+  python tools/benchmark.py --suite gpu            # the GPU acceptance suite (benchmark_suite.py)
 """
 from __future__ import annotations
 
@@ -30,7 +31,16 @@ def _size(text: str):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--suite" or a.startswith("--suite=") for a in argv):
+        # the GPU acceptance suite (resdet/runs/benchmark_suite.py) has options of its own
+        from .benchmark_suite import main as suite_main
+
+        return suite_main(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=["gpu"],
+                   help="run the GPU acceptance suite instead (benchmark.json + benchmark.md; its options: "
+                        "tools/benchmark.py --suite gpu --help)")
     p.add_argument("--arch", choices=["maskrcnn", "fasterrcnn", "both"], default="both")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--size", type=_size, default=(800, 1216), help="N (square) or HxW")

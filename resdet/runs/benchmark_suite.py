@@ -376,9 +376,20 @@ def _torchvision_version() -> str:
     return torchvision.__version__
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from resdet.runs.benchmark import _size
+def _size(text: str) -> Tuple[int, int]:
+    """"N" or "HxW" (benchmark.py's own parser would import the CLI module back: an import circle)."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 32:
+        raise argparse.ArgumentTypeError(f"--det-size must be N or HxW with sides >= 32; got {text!r}")
+    return parts[0], parts[1]
 
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tools/benchmark.py --suite gpu", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=["gpu"], required=True)

@@ -36,3 +36,13 @@ def cifar10_jpeg():
     if not os.path.isdir(os.path.join(root, "train")):
         pytest.skip(f"real CIFAR-10 JPEG copy not found at {root} (set RESDET_CIFAR10_JPEG)")
     return root
+
+
+def pytest_addoption(parser):
+    parser.addoption("--gpu-device", default="cuda",
+                     help="device for the tests in tests/gpu (marker 'gpu'): 'cuda' (default; they skip without a "
+                          "GPU), 'cuda:N', or 'cpu' to rehearse them on the CPU")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: the GPU acceptance checks (tests/gpu); `pytest -m gpu` on a GPU machine")

@@ -270,6 +270,8 @@ class Trainer:
             # same non-finite rows and all stop at this iteration with the same message, instead of the
             # healthy ranks waiting in the next collective for the process-group timeout.
             table = local.new_zeros(world, len(names))
+            if dist.get_backend() == "nccl" and table.device.type != "cuda":
+                table = table.cuda()  # losses computed on the CPU under NCCL (a custom loss_fn)
             table[get_rank()] = local
             dist.all_reduce(table)
             local = table.reshape(-1)

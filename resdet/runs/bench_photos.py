@@ -7,6 +7,7 @@ cropped at random and scaled to the sizes a benchmark needs. scikit-image is a b
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import List, Tuple
 
@@ -31,9 +32,11 @@ def skimage_photos() -> List[Tuple[str, np.ndarray]]:
     return [(n, np.ascontiguousarray(p[..., :3])) for n, p in photos]
 
 
+@functools.lru_cache(maxsize=1)
 def benchmark_photos() -> List[Tuple[str, np.ndarray]]:
     """scikit-image's photographs, or where it is not installed (a bare GPU machine) the two photographs
-    matplotlib ships in its sample data (a portrait and a product shot), which every resdet install has."""
+    matplotlib ships in its sample data (a portrait and a product shot), which every resdet install has.
+    Read once per process (seconds: scikit-image's import and its larger photographs)."""
     try:
         return skimage_photos()
     except ImportError:

@@ -48,3 +48,23 @@ def test_gpu_suite_skips_parts_past_its_time_limit(tmp_path):
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["rows"] == [] and [s["part"] for s in report["skipped"]] == ["detection", "resnet50", "cifar", "counts"]
     assert "Skipped: detection (--max-minutes 0.0 spent" in (tmp_path / "benchmark.md").read_text()
+
+
+def test_photo_batches_without_scikit_image(monkeypatch):
+    """A bare GPU machine has no scikit-image: the photographs then come from matplotlib's sample data."""
+    from resdet.runs import bench_photos
+
+    def no_skimage():
+        raise ImportError("no scikit-image here")
+
+    monkeypatch.setattr(bench_photos, "skimage_photos", no_skimage)
+    bench_photos.benchmark_photos.cache_clear()
+    try:
+        names = [n for n, _ in bench_photos.benchmark_photos()]
+        assert names == ["grace_hopper", "Minduka_Present_Blue_Pack"]
+        batch = bench_photos.photo_batch(3, 80, 120, seed=0)
+        assert batch.shape == (3, 3, 80, 120) and batch.dtype == torch.uint8
+        assert batch.float().std() > 20  # a photograph, not a flat fill
+        assert not torch.equal(batch[0], batch[2])  # different crops of the same photograph
+    finally:
+        bench_photos.benchmark_photos.cache_clear()  # later calls read scikit-image's again

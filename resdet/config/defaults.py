@@ -402,6 +402,15 @@ _C.DATALOADER.NUM_WORKERS = 4
 _C.DATALOADER.SKIP_BAD_IMAGES = False
 
 # ----------------------------------------------------------------------------------------------------
+# Distributed runs (resdet/engine/distributed.py)
+# ----------------------------------------------------------------------------------------------------
+_C.DIST = CN()
+# Minutes a collective waits for a rank that never arrives before the process group gives up. A rank
+# that fails or is killed ends a torchrun job at once (torchrun stops the others); this bounds the wait
+# only where the launcher does not stop them.
+_C.DIST.TIMEOUT_MINUTES = 30.0
+
+# ----------------------------------------------------------------------------------------------------
 # Misc
 # ----------------------------------------------------------------------------------------------------
 # Where a run writes its checkpoints, metrics (metrics.jsonl, TensorBoard events), resolved config
@@ -411,5 +420,10 @@ _C.OUTPUT_DIR = "./output"
 _C.SEED = 0
 # Deterministic algorithms where PyTorch has them (slower; for debugging reproducibility).
 _C.CUDNN_DETERMINISTIC = False
+# cuDNN autotuning: time every convolution algorithm for each new input shape and keep the fastest.
+# Pays only when shapes repeat (fixed-size classification crops); detection refuses it, because its
+# shapes change every step (image sizes, the mask head's RoI count) and it would re-tune nearly every
+# step (5x slower measured). Cannot be combined with CUDNN_DETERMINISTIC.
+_C.CUDNN_BENCHMARK = False
 # Log training metrics every this many iterations.
 _C.LOG_PERIOD = 20

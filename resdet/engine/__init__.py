@@ -6,7 +6,9 @@ from .build import TrainingState, build_trainer, build_training_state, default_s
 from .checkpoint import Checkpointer, CheckpointError, atomic_save, atomic_write_text, load_checkpoint
 from .distributed import (
     all_gather_object,
+    broadcast_buffers,
     broadcast_object,
+    gather_object,
     cleanup,
     get_local_rank,
     get_rank,

@@ -2,7 +2,7 @@
 
 A training script is, in order:
 
-    cfg, device = default_setup(cfg)                        # torchrun/DDP, output dir, logger, seed, config.yaml
+    cfg, device = default_setup(cfg)                        # torchrun/DDP, output dir, logger, seed, cuDNN, config.yaml
     model = prepare_model(build_my_model(cfg), cfg, device)  # device, channels_last, DDP, torch.compile
     state = build_training_state(cfg, model, resume=args.resume)   # optimizer, lr schedule, scaler,
                                                              # checkpointer; resumed or MODEL.WEIGHTS loaded
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..config import save_config
-from ..utils.env import get_device, seed_all, set_deterministic
+from ..utils.env import get_device, seed_all, set_cudnn_benchmark, set_deterministic
 from .checkpoint import Checkpointer
 from .distributed import broadcast_object, get_rank, get_world_size, init_distributed, wrap_model
 from .hooks import EvalHook, MetricsLogger, PeriodicCheckpointer, ProgressHook
@@ -43,9 +43,10 @@ logger = logging.getLogger(__name__)
 
 
 def default_setup(cfg, distributed: bool = True) -> Tuple[Any, torch.device]:
-    """Join torchrun's process group (if any), create OUTPUT_DIR, set up logging, seed every RNG,
-    choose deterministic kernels (CUDNN_DETERMINISTIC) and TF32 matmuls (SOLVER.ALLOW_TF32), and save
-    the resolved config as OUTPUT_DIR/config.yaml. Returns (cfg, device).
+    """Join torchrun's process group (if any; timeout DIST.TIMEOUT_MINUTES), create OUTPUT_DIR, set up
+    logging, seed every RNG, choose deterministic kernels (CUDNN_DETERMINISTIC), cuDNN autotuning
+    (CUDNN_BENCHMARK) and TF32 matmuls (SOLVER.ALLOW_TF32), and save the resolved config as
+    OUTPUT_DIR/config.yaml. Returns (cfg, device).
 
     A negative SEED is drawn once on rank 0, shared with every rank, and recorded in the returned
     config (and config.yaml). Each process seeds with SEED + rank, so data augmentation differs
@@ -54,13 +55,14 @@ def default_setup(cfg, distributed: bool = True) -> Tuple[Any, torch.device]:
     # The device is checked first, so that "cuda" without a GPU fails with a clear message.
     device = get_device(cfg.MODEL.DEVICE, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     if distributed:
-        init_distributed(device_type=device.type)
+        init_distributed(device=device, timeout_minutes=cfg.DIST.TIMEOUT_MINUTES)
     rank = get_rank()
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     log = setup_logger(cfg.OUTPUT_DIR, rank=rank)
     seed = broadcast_object(seed_all(cfg.SEED) if rank == 0 else None)
     seed_all(seed + rank)
     set_deterministic(cfg.CUDNN_DETERMINISTIC)
+    set_cudnn_benchmark(cfg.CUDNN_BENCHMARK, cfg.CUDNN_DETERMINISTIC)
     torch.set_float32_matmul_precision("high" if cfg.SOLVER.ALLOW_TF32 else "highest")
     if seed != cfg.SEED:
         was_frozen = cfg.is_frozen()
@@ -84,13 +86,15 @@ def per_process_batch(cfg) -> int:
     return total // world
 
 
-def prepare_model(model: nn.Module, cfg, device: torch.device) -> nn.Module:
+def prepare_model(model: nn.Module, cfg, device: torch.device, broadcast_buffers: bool = True) -> nn.Module:
     """Move to `device`, convert to channels_last (SOLVER.CHANNELS_LAST), wrap in DDP when distributed,
-    and torch.compile (SOLVER.COMPILE). The memory format is changed before DDP builds its buckets."""
+    and torch.compile (SOLVER.COMPILE). The memory format is changed before DDP builds its buckets.
+    `broadcast_buffers`: DDP copies rank 0's buffers to every rank before each forward (see
+    distributed.wrap_model; detection passes False)."""
     model = model.to(device)
     if cfg.SOLVER.CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)
-    model = wrap_model(model, device)
+    model = wrap_model(model, device, broadcast_buffers=broadcast_buffers)
     if cfg.SOLVER.COMPILE:
         model = torch.compile(model)
     return model

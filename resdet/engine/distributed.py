@@ -16,12 +16,15 @@ tested by tests/engine/test_multinode.py).
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from ..utils.env import get_device
 
 __all__ = [
     "init_distributed",
@@ -33,20 +36,29 @@ __all__ = [
     "synchronize",
     "all_gather_object",
     "broadcast_object",
+    "gather_object",
+    "broadcast_buffers",
     "reduce_dict",
     "wrap_model",
+    "syncs_buffers_every_step",
     "unwrap_model",
+    "first_rank_to_stop",
     "cleanup",
 ]
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-def init_distributed(backend: Optional[str] = None, device_type: Optional[str] = None, timeout_minutes: int = 30) -> bool:
+def init_distributed(backend: Optional[str] = None, device_type: Optional[str] = None, timeout_minutes: float = 30,
+                     device: Optional[torch.device] = None) -> bool:
     """Join the process group described by torchrun's environment; return True if distributed.
 
-    `backend` defaults to "nccl" when `device_type` is "cuda" (default: "cuda" if a GPU exists) and
-    "gloo" otherwise. With WORLD_SIZE unset or 1 nothing is initialised and False is returned.
+    `backend` defaults to "nccl" when the process drives a GPU (`device`, else `device_type`, else
+    "cuda" if a GPU exists) and "gloo" otherwise. `device` is this process's GPU as
+    `resdet.utils.env.get_device` chose it (it handles launchers that show each process one GPU);
+    without it, plain "cuda" with LOCAL_RANK is chosen the same way. `timeout_minutes`
+    (DIST.TIMEOUT_MINUTES) bounds how long a collective waits for a rank that never arrives. With
+    WORLD_SIZE unset or 1 nothing is initialised and False is returned.
     """
     if dist.is_available() and dist.is_initialized():
         return True
@@ -59,18 +71,19 @@ def init_distributed(backend: Optional[str] = None, device_type: Optional[str] =
             f"WORLD_SIZE={world_size} but the environment lacks {missing}; start the script with torchrun "
             "(which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT)"
         )
+    if timeout_minutes <= 0:
+        raise ValueError(f"DIST.TIMEOUT_MINUTES must be positive; got {timeout_minutes}")
+    if device is not None:
+        device = torch.device(device)
+        device_type = device.type
     if device_type is None:
         device_type = "cuda" if torch.cuda.is_available() else "cpu"
     if backend is None:
         backend = "nccl" if device_type == "cuda" else "gloo"
-    local_rank = int(os.environ["LOCAL_RANK"])
-    if backend == "nccl":
-        if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(
-                f"LOCAL_RANK={local_rank} but this machine has {torch.cuda.device_count()} GPU(s); "
-                "use --nproc_per_node no larger than the GPU count"
-            )
-        torch.cuda.set_device(local_rank)
+    if device_type == "cuda":
+        if device is None or device.index is None:
+            device = get_device("cuda", local_rank=int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
     dist.init_process_group(
         backend=backend,
         init_method="env://",
@@ -130,6 +143,31 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def gather_object(obj: Any, dst: int = 0) -> Optional[List[Any]]:
+    """Every process's `obj` on rank `dst` only (a list indexed by rank); None on the other ranks.
+
+    For results that one process consumes (evaluation): all_gather_object would copy everything to every
+    rank. Single process: `[obj]`.
+    """
+    if not is_distributed():
+        return [obj]
+    out: Optional[List[Any]] = [None] * get_world_size() if get_rank() == dst else None
+    dist.gather_object(obj, out, dst=dst)
+    return out
+
+
+def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
+    """Copy rank `src`'s buffers (e.g. BN running statistics) to every process, in place.
+
+    For models wrapped with broadcast_buffers=False (detection): before evaluation, so that every
+    shard is scored with the buffers of the model that is checkpointed (rank 0's).
+    """
+    if not is_distributed():
+        return
+    for buf in unwrap_model(model).buffers():
+        dist.broadcast(buf, src)
+
+
 def reduce_dict(values: Dict[str, torch.Tensor], average: bool = True) -> Dict[str, torch.Tensor]:
     """Mean (or sum) of each scalar tensor over all processes, for logging losses.
 
@@ -147,11 +185,16 @@ def reduce_dict(values: Dict[str, torch.Tensor], average: bool = True) -> Dict[s
     return dict(zip(names, stacked))
 
 
-def wrap_model(model: nn.Module, device: torch.device, find_unused_parameters: bool = False, **ddp_kwargs) -> nn.Module:
+def wrap_model(model: nn.Module, device: torch.device, find_unused_parameters: bool = False,
+               broadcast_buffers: bool = True, **ddp_kwargs) -> nn.Module:
     """DistributedDataParallel when distributed, the model itself otherwise.
 
     device_ids is given only for CUDA (DDP rejects it for CPU modules). DDP broadcasts rank 0's
-    parameters and buffers at construction, so every process starts from the same weights.
+    parameters and buffers at construction, so every process starts from the same weights. With
+    `broadcast_buffers` (DDP's default) it also copies rank 0's buffers to every rank before each
+    forward: one more collective per step, useless where buffers never change (frozen BN) or are
+    kept in sync by the layer itself (SyncBN), and where they do change (BN) training-mode forwards use
+    batch statistics anyway. Detection turns it off (runs/train_det.py).
     """
     if not is_distributed():
         return model
@@ -159,7 +202,17 @@ def wrap_model(model: nn.Module, device: torch.device, find_unused_parameters: b
     if device.type == "cuda":
         ddp_kwargs.setdefault("device_ids", [device.index if device.index is not None else torch.cuda.current_device()])
         ddp_kwargs.setdefault("output_device", ddp_kwargs["device_ids"][0])
+    if not broadcast_buffers:
+        # torch >= 2.14 renamed the per-forward part `forward_sync_buffers` (and warns on the old name);
+        # older versions only have broadcast_buffers
+        new_name = "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+        ddp_kwargs["forward_sync_buffers" if new_name else "broadcast_buffers"] = False
     return nn.parallel.DistributedDataParallel(model, find_unused_parameters=find_unused_parameters, **ddp_kwargs)
+
+
+def syncs_buffers_every_step(model: nn.Module) -> bool:
+    """Whether a DDP model copies rank 0's buffers to every rank before each forward."""
+    return bool(getattr(model, "forward_sync_buffers", getattr(model, "broadcast_buffers", False)))
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -171,6 +224,27 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+_FIRST_STOP_KEY = "resdet/first_rank_to_stop"
+
+
+def first_rank_to_stop() -> int:
+    """Record in the process group's store that this rank is stopping on an error, unless another rank
+    did so first; return the rank that did it first (this one's own when there is no process group, or
+    when the store cannot be reached: it then speaks for itself).
+
+    Used to report a failure once: the first rank says why; ranks whose collectives then fail because it
+    is gone ("connection closed by peer") only say that they followed it.
+    """
+    if not is_distributed():
+        return get_rank()
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        store.set_timeout(datetime.timedelta(seconds=10))  # an error path must not wait for the job's timeout
+        return int(store.compare_set(_FIRST_STOP_KEY, "", str(get_rank())))
+    except Exception:  # the store's host may be gone already; any failure here just means "speak for yourself"
+        return get_rank()
 
 
 def cleanup() -> None:

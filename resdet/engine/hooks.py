@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
+from ..utils.env import peak_memory_mib
 from .distributed import get_world_size, is_main_process, reduce_dict, synchronize
 from .logging import ProgressBar
 from .trainer import HookBase
@@ -115,7 +116,8 @@ class EvalHook(HookBase):
 
 class MetricsLogger(HookBase):
     """Every `period` iterations (and at the last): losses averaged over the period and over processes,
-    lr, seconds per iteration, data-loading seconds, ETA; to the metric writer and the log."""
+    lr, seconds per iteration, data-loading seconds, ETA, and on CUDA the peak memory of the period
+    (`max_mem_mb`, reset after each period); to the metric writer and the log."""
 
     def __init__(self, period: int = 20):
         if period <= 0:
@@ -131,6 +133,7 @@ class MetricsLogger(HookBase):
     def before_train(self) -> None:
         self._reset()
         self._train_start = time.perf_counter()
+        peak_memory_mib(self.trainer.device)  # the first period's peak starts here, not at start-up
 
     def after_step(self) -> None:
         m = self.trainer.step_metrics
@@ -147,14 +150,16 @@ class MetricsLogger(HookBase):
             self._flush(next_iter, m["lr"])
 
     def _flush(self, next_iter: int, lr: float) -> None:
-        means = {k: torch.tensor(v / self._count, dtype=torch.float64) for k, v in self._sums.items()}
+        scalars = {k: v / self._count for k, v in self._sums.items()}
         if get_world_size() > 1:
-            means = reduce_dict(means)  # collective; every rank has the same keys
-        scalars = {k: float(v) for k, v in means.items()}
+            # The losses (and the grad norm, computed from all-reduced gradients) are the same on every
+            # rank already (the Trainer all-reduces them each step); data time is this rank's own.
+            scalars["data_time"] = float(reduce_dict({"data_time": torch.tensor(scalars["data_time"])})["data_time"])
         sec_per_iter = self._time / self._count
         scalars.update(lr=lr, time=sec_per_iter, eta_seconds=sec_per_iter * (self.trainer.max_iter - next_iter))
-        if torch.cuda.is_available() and self.trainer.device.type == "cuda":
-            scalars["max_mem_mb"] = torch.cuda.max_memory_allocated(self.trainer.device) / 2**20
+        peak = peak_memory_mib(self.trainer.device)  # this period's peak (reset for the next)
+        if peak is not None:
+            scalars["max_mem_mb"] = peak
         if self.trainer.writer is not None:
             self.trainer.writer.write(next_iter, **scalars)
         if is_main_process():

@@ -11,7 +11,9 @@ a GradScaler for fp16) -> optional clipping of the global grad norm -> optimizer
 step. `loss_fn(model, batch)` returns the loss dict; by default the model is called with the batch
 (`model(*batch)` for a tuple/list, `model(**batch)` for a dict), which suits detection models that
 return their losses in training mode. A non-finite loss stops training with a FloatingPointError that
-names the iteration and the loss.
+names the iteration and the loss. Under DDP the losses of all ranks are all-reduced once per step (the
+logged losses are their mean), so a non-finite loss on any rank stops every rank at the same step with
+one message naming the rank(s).
 
 `trainer.iter` is the step being run (0-based); after step i, i + 1 steps are complete. Hooks see
 `trainer.step_metrics` (the last step's losses, lr, times) in after_step.
@@ -23,16 +25,18 @@ the step sees the same random numbers as in an uninterrupted run.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ..utils.env import set_rng_state
-from .distributed import unwrap_model
+from .distributed import first_rank_to_stop, get_rank, get_world_size, unwrap_model
 
 __all__ = ["HookBase", "Trainer", "default_loss_fn", "move_to_device"]
 
@@ -174,9 +178,10 @@ class Trainer:
                 self._call_hooks("after_step")
             self.iter = self.max_iter  # after_train sees max_iter when the loop ran to the end
             completed = True
+        except BaseException as e:
+            self._report_stop(e)
+            raise
         finally:
-            if not completed:
-                logger.error("Training stopped during iteration %d", self.iter)
             try:
                 self._call_hooks("after_train")
             except Exception:
@@ -187,6 +192,31 @@ class Trainer:
             finally:
                 if self.writer is not None:
                     self.writer.close()
+
+    def _report_stop(self, error: BaseException) -> None:
+        """One message for the user when training stops early.
+
+        A stop every rank decided together (a non-finite loss on some rank) is logged by rank 0 only, so
+        it appears once. Anything else happened on this rank alone: the first rank to stop says which rank,
+        at which iteration and why (an error); ranks that stop after it (their collective failed because it
+        is gone) only say so (a warning). The other ranks are then blocked in a collective: torchrun (or
+        mp.spawn) ends them as soon as this process exits, and DIST.TIMEOUT_MINUTES bounds their wait
+        under other launchers.
+        """
+        what = f"{type(error).__name__}: {error}"
+        rank, world = get_rank(), get_world_size()
+        if getattr(error, "stops_every_rank", False):
+            if rank == 0:
+                logger.error("Training stopped during iteration %d: %s", self.iter, what)
+        elif world > 1:
+            first = first_rank_to_stop()
+            if first == rank:
+                logger.error("Training stopped during iteration %d on rank %d of %d: %s", self.iter, rank, world, what)
+            else:  # most likely a collective that failed because the first rank is gone: its message says why
+                logger.warning("Rank %d stopped during iteration %d after rank %d did (see rank %d's message): %s",
+                               rank, self.iter, first, first, what[:300])
+        else:
+            logger.error("Training stopped during iteration %d: %s", self.iter, what)
 
     def run_step(self) -> None:
         start = time.perf_counter()
@@ -231,23 +261,48 @@ class Trainer:
         # One device->host copy for all losses and the grad norm (a single sync per step), made after the
         # whole step is queued so that the wait overlaps the GPU's work. A non-finite loss stops training.
         names = list(loss_dict)
-        scalars = [loss_dict[k].detach().float().reshape(()) for k in names]
+        local = torch.stack([loss_dict[k].detach().float().reshape(()) for k in names])
+        world = get_world_size()
+        if world > 1:
+            # One collective per step, also the loss averaging the logger needs: each rank writes its
+            # losses into its own row of a [world, K] table and a summing all_reduce gives every rank all
+            # ranks' losses (a rank's NaN stays in its own row: nan + 0 is nan). So every rank sees the
+            # same non-finite rows and all stop at this iteration with the same message, instead of the
+            # healthy ranks waiting in the next collective for the process-group timeout.
+            table = local.new_zeros(world, len(names))
+            if dist.get_backend() == "nccl" and table.device.type != "cuda":
+                table = table.cuda()  # losses computed on the CPU under NCCL (a custom loss_fn)
+            table[get_rank()] = local
+            dist.all_reduce(table)
+            local = table.reshape(-1)
+        scalars = [local]
         if grad_norm is not None:
-            scalars.append(grad_norm.detach().float().reshape(()))
-        values = torch.stack(scalars).cpu().tolist()
+            scalars.append(grad_norm.detach().float().reshape(1))
+        values = torch.cat(scalars).cpu().tolist()
         if grad_norm is not None:
             grad_norm = values.pop()
-        losses = dict(zip(names, values))
-        bad = {k: v for k, v in losses.items() if v != v or v in (float("inf"), float("-inf"))}
+        rows = [values[r * len(names):(r + 1) * len(names)] for r in range(world)]
+        bad = {r: {k: v for k, v in zip(names, row) if not math.isfinite(v)} for r, row in enumerate(rows)}
+        bad = {r: b for r, b in bad.items() if b}
         if bad:
-            raise FloatingPointError(
-                f"Loss became non-finite at iteration {self.iter}: "
-                + ", ".join(f"{k}={v}" for k, v in bad.items())
-                + f" (all losses: {losses}); lower SOLVER.BASE_LR, add warm-up or gradient clipping"
-            )
+            hint = "; lower SOLVER.BASE_LR, add warm-up or gradient clipping"
+            if world == 1:
+                message = (f"Loss became non-finite at iteration {self.iter}: "
+                           + ", ".join(f"{k}={v}" for k, v in bad[0].items())
+                           + f" (all losses: {dict(zip(names, rows[0]))})" + hint)
+            else:
+                detail = "; ".join(f"rank {r}: " + ", ".join(f"{k}={v}" for k, v in b.items())
+                                   + f", all its losses {dict(zip(names, rows[r]))}" for r, b in bad.items())
+                message = (f"Loss became non-finite at iteration {self.iter} on rank{'s' if len(bad) > 1 else ''} "
+                           f"{', '.join(str(r) for r in bad)} ({detail}); all {world} ranks stop here" + hint)
+            err = FloatingPointError(message)
+            err.stops_every_rank = True  # decided together: Trainer.train reports it once (rank 0)
+            raise err
+        # the mean over ranks (one process: its own losses)
+        losses = {k: sum(row[i] for row in rows) / world for i, k in enumerate(names)}
         self.step_metrics = {
             "losses": losses,
-            "total_loss": sum(values),
+            "total_loss": sum(losses.values()),
             "lr": lr,
             "data_time": data_time,
             "time": time.perf_counter() - start,

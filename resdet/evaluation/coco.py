@@ -299,22 +299,21 @@ class COCOEvaluator:
                                                            self.mask_threshold))
 
     def _gather(self):
-        import torch.distributed as dist
+        """Every rank's results and image ids on rank 0 (only there: scoring happens there, and copying
+        a whole validation set's masks to every rank costs memory and time); (None, None) elsewhere."""
+        from resdet.engine.distributed import gather_object
 
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return self._results, self._image_ids
-        parts = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, (self._results, self._image_ids))
+        parts = gather_object((self._results, self._image_ids), dst=0)
+        if parts is None:
+            return None, None
         results = [r for p in parts for r in p[0]]
         ids = [i for p in parts for i in p[1]]
         return results, ids
 
     def evaluate(self) -> Dict[str, Dict]:
         """Scores on rank 0 (other ranks get {}); results and metrics saved under output_dir."""
-        import torch.distributed as dist
-
         results, image_ids = self._gather()
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        if results is None:
             return {}
         if self.output_dir:
             _save_json(results, os.path.join(self.output_dir, "coco_instances_results.json"))

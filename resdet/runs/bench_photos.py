@@ -7,12 +7,13 @@ cropped at random and scaled to the sizes a benchmark needs. scikit-image is a b
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import List, Tuple
 
 import numpy as np
 
-__all__ = ["skimage_photos", "random_crop_resized", "write_imagenet_style_folder"]
+__all__ = ["skimage_photos", "benchmark_photos", "photo_batch", "random_crop_resized", "write_imagenet_style_folder"]
 
 # Colour photographs bundled with scikit-image (no network): people, animals, objects, a street scene
 # (the motorcycle pair), a launch pad, space, a retina. Loaders that need the network are left out.
@@ -29,6 +30,45 @@ def skimage_photos() -> List[Tuple[str, np.ndarray]]:
     left, right, _ = data.stereo_motorcycle()
     photos += [("motorcycle_left", left), ("motorcycle_right", right)]
     return [(n, np.ascontiguousarray(p[..., :3])) for n, p in photos]
+
+
+@functools.lru_cache(maxsize=1)
+def benchmark_photos() -> List[Tuple[str, np.ndarray]]:
+    """scikit-image's photographs, or where it is not installed (a bare GPU machine) the two photographs
+    matplotlib ships in its sample data (a portrait and a product shot), which every resdet install has.
+    Read once per process (seconds: scikit-image's import and its larger photographs)."""
+    try:
+        return skimage_photos()
+    except ImportError:
+        import matplotlib
+        from PIL import Image
+
+        folder = os.path.join(matplotlib.get_data_path(), "sample_data")
+        photos = []
+        for name in ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png"):
+            with Image.open(os.path.join(folder, name)) as img:
+                photos.append((os.path.splitext(name)[0], np.asarray(img.convert("RGB"))))
+        return photos
+
+
+def photo_batch(n: int, height: int, width: int, seed: int = 0):
+    """uint8 [n, 3, height, width] (torch): random crops of real photographs with the batch's aspect ratio
+    (each side at least half the photo's), scaled to the size (benchmark inputs are photographs, never noise)."""
+    import cv2
+    import torch
+
+    rng = np.random.default_rng(seed)
+    photos = benchmark_photos()
+    out = np.empty((n, height, width, 3), np.uint8)
+    for i in range(n):
+        photo = photos[i % len(photos)][1]
+        h, w = photo.shape[:2]
+        ch = min(h, w * height / width) * rng.uniform(0.5, 1.0)  # the largest crop of this aspect, shrunk
+        ch, cw = max(1, int(ch)), max(1, int(ch * width / height))
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        out[i] = cv2.resize(photo[y:y + ch, x:x + cw], (width, height),
+                            interpolation=cv2.INTER_AREA if ch > height else cv2.INTER_CUBIC)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
 def random_crop_resized(photo: np.ndarray, rng: np.random.Generator, min_side: int, max_side: int,

@@ -11,6 +11,8 @@ standard ImageFolder + PIL + RandomResizedCrop pipeline, per core with --workers
 
   python tools/benchmark.py --loader imagenet [--data DIR] [--workers N] [--decode cpu|gpu] [--n 500]
   python tools/benchmark.py --loader coco --data DIR [--workers N] [--n 500]
+
+  python tools/benchmark.py --suite gpu            # the GPU acceptance suite (benchmark_suite.py)
 """
 from __future__ import annotations
 
@@ -36,7 +38,16 @@ def _size(text: str):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--suite" or a.startswith("--suite=") for a in argv):
+        # the GPU acceptance suite (resdet/runs/benchmark_suite.py) has options of its own
+        from .benchmark_suite import main as suite_main
+
+        return suite_main(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=["gpu"],
+                   help="run the GPU acceptance suite instead (benchmark.json + benchmark.md; its options: "
+                        "tools/benchmark.py --suite gpu --help)")
     p.add_argument("--arch", choices=["maskrcnn", "fasterrcnn", "both"], default="both")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--size", type=_size, default=(800, 1216), help="N (square) or HxW")
@@ -81,7 +92,7 @@ def main(argv=None) -> int:
         with open(args.json, "a", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
-    print(f"device: {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}, "
+    print(f"device: {torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith('cuda') else 'cpu'}, "
           f"torch {torch.__version__}; ratio = resdet img/s / torchvision img/s")
     print(format_table(rows))
     return 0

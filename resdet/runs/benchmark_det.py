@@ -2,8 +2,9 @@
 
 Both models are R50-FPN with frozen BN and res3..res5 trainable (torchvision: trainable_layers=3,
 ours: FREEZE_AT 2), torchvision's weights converted into ours; torchvision's internal resize is made
-a no-op (min/max size = the image's sides) so both see identical tensors. Inference keeps every
-candidate (score threshold 0) so both return 100 detections per image and mask pasting is measured.
+a no-op (min/max size = the image's sides) so both see identical tensors: crops of real photographs
+(resdet/runs/bench_photos.py) with random boxes and box-shaped masks. Inference keeps every candidate
+(score threshold 0) so both return 100 detections per image and mask pasting is measured.
 """
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from torchvision.ops import FrozenBatchNorm2d
 from resdet.config import load_config
 from resdet.detection.convert import convert_torchvision_detection
 from resdet.detection.rcnn import build_detection_model
+from resdet.utils.env import peak_memory_mib
+
+from resdet.runs.bench_photos import photo_batch
 
 # the presets live in the repository's configs/ (YAML only), beside the package
 _PRESETS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "torchvision"))
@@ -46,12 +50,14 @@ def build_pair(arch: str, height: int, width: int, num_classes: int = 91, device
 
 
 def synthetic_batch(batch: int, height: int, width: int, boxes_per_image: int, num_classes: int, masks: bool,
-                    device: str, seed: int = 0) -> Tuple[List[torch.Tensor], List[Dict[str, torch.Tensor]]]:
-    """Random images (0-255) and random boxes with rectangular masks."""
+                    device: str, seed: int = 0, photos: bool = True) -> Tuple[List[torch.Tensor], List[Dict[str, torch.Tensor]]]:
+    """Images (float 0-255: crops of real photographs, or noise with photos=False) and random boxes with
+    rectangular masks."""
     g = torch.Generator().manual_seed(seed)
+    pictures = photo_batch(batch, height, width, seed).float() if photos else None
     images, targets = [], []
-    for _ in range(batch):
-        images.append((torch.rand(3, height, width, generator=g) * 255).to(device))
+    for i in range(batch):
+        images.append((pictures[i] if photos else torch.rand(3, height, width, generator=g) * 255).to(device))
         xy = torch.rand(boxes_per_image, 2, generator=g) * torch.tensor([width * 0.7, height * 0.7])
         wh = (torch.rand(boxes_per_image, 2, generator=g) * 0.25 + 0.05) * torch.tensor([width, height])
         b = torch.cat([xy, xy + wh], 1).round()
@@ -65,9 +71,11 @@ def synthetic_batch(batch: int, height: int, width: int, boxes_per_image: int, n
     return images, targets
 
 
-def _sync(device: str):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def _sync(device) -> None:
+    """Wait for `device`'s work: the device asked for ("cuda:1"), not the current one."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _make_steps(model, ims, targets, dtype, dev_type, dets: List[float]):
@@ -92,19 +100,30 @@ def _make_steps(model, ims, targets, dtype, dev_type, dets: List[float]):
 
 def time_models(arch: str, height: int, width: int, batch: int, iters: int, warmup: int = 1, device: str = "cpu",
                 amp: str = "", channels_last: bool = False, boxes_per_image: int = 7,
-                num_classes: int = 91, progress=None) -> List[Dict[str, object]]:
+                num_classes: int = 91, progress=None, pair=None) -> List[Dict[str, object]]:
     """Rows {model, mode, img_per_s, s_per_iter, dets_per_image, peak_mem_gib} for ours and torchvision's.
 
-    Times are medians over `iters` steps. The two models alternate iteration by iteration, so a change in machine load (a shared CPU) hits
-    both alike; peak memory is measured in a separate pass per model on CUDA.
+    Times are medians over `iters` steps. The two models alternate iteration by iteration, so a change in
+    machine load (a shared CPU) hits both alike; peak memory is measured in a separate pass per model on
+    CUDA. `pair`: (ours, torchvision's) from build_pair, to time them again (e.g. at another precision).
     """
-    ours, tv = build_pair(arch, height, width, num_classes, device)
+    if device.startswith("cuda"):
+        # "cuda:N": make N the current device too, so that nothing inside either model lands on GPU 0
+        with torch.cuda.device(torch.device(device)):
+            return _time_models(arch, height, width, batch, iters, warmup, device, amp, channels_last,
+                                boxes_per_image, num_classes, progress, pair)
+    return _time_models(arch, height, width, batch, iters, warmup, device, amp, channels_last, boxes_per_image,
+                        num_classes, progress, pair)
+
+
+def _time_models(arch, height, width, batch, iters, warmup, device, amp, channels_last, boxes_per_image,
+                 num_classes, progress, pair):
+    ours, tv = pair if pair is not None else build_pair(arch, height, width, num_classes, device)
     if channels_last:
         ours, tv = ours.to(memory_format=torch.channels_last), tv.to(memory_format=torch.channels_last)
     images, targets = synthetic_batch(batch, height, width, boxes_per_image, num_classes, arch == "maskrcnn", device)
     dtype = {"": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
-    cuda = device.startswith("cuda")
     models = {"resdet": ours, "torchvision": tv}
     dets = {name: [] for name in models}
     steps = {"resdet": _make_steps(ours, images, targets, dtype, dev_type, dets["resdet"]),
@@ -115,12 +134,12 @@ def time_models(arch: str, height: int, width: int, batch: int, iters: int, warm
         peak = {}
         for name, model in models.items():  # warm-up, and the peak memory of one step
             model.train(mode == "train")
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
+            peak_memory_mib(device)  # reset the device's peak
             for _ in range(max(warmup, 1)):
                 steps[name][mode]()
             _sync(device)
-            peak[name] = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None
+            mib = peak_memory_mib(device)
+            peak[name] = mib / 1024 if mib is not None else None
         for _ in range(iters):
             for name in models:
                 torch.manual_seed(0)

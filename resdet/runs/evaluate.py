@@ -15,6 +15,9 @@ import argparse
 import json
 import os
 import sys
+from typing import Optional
+
+from torch.distributed.elastic.multiprocessing.errors import record  # torchrun's failure summary shows the error
 
 from resdet.evaluation.coco import BACKENDS
 
@@ -40,6 +43,19 @@ def parse_args(argv=None):
     return args
 
 
+def inference_device(name: str, device_count: Optional[int] = None):
+    """The device eval.py runs the model on, from MODEL.DEVICE: "cuda:N" is GPU N; plain "cuda" is this
+    process's GPU under torchrun (LOCAL_RANK; the one visible GPU where the launcher shows each process
+    only its own) and GPU 0 otherwise; without a GPU, the CPU with a warning. `device_count` stands in
+    for torch.cuda.device_count() (tests)."""
+    from resdet.utils.env import get_device
+
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if under_torchrun else 0
+    return get_device(name, local_rank=local_rank, device_count=device_count, cpu_fallback=True)
+
+
+@record
 def main(argv=None):
     args = parse_args(argv)
     if args.results:
@@ -56,20 +72,16 @@ def main(argv=None):
     from resdet.engine import cleanup, init_distributed, is_main_process
     from resdet.engine.checkpoint import Checkpointer
     from resdet.evaluation.inference import evaluate_detection_model
-    from resdet.predictor import _device_for
+
+    from resdet.runs.train_det import refuse_cudnn_benchmark
 
     # --weights is MODEL.WEIGHTS: the backbone then needs no weights file of its own, and a VARIANT "auto"
     # follows the config the checkpoint was trained with
     cfg = load_config(args.config, args.opts + (["TEST.COCO_EVAL_BACKEND", args.backend] if args.backend else [])
                       + (["MODEL.WEIGHTS", args.weights] if args.weights else []))
-    device = _device_for(cfg.MODEL.DEVICE)
-    init_distributed(device_type=device.type)
-    if device.type == "cuda":  # one GPU per process under torchrun
-        import torch
-
-        from resdet.engine import get_local_rank
-
-        device = torch.device("cuda", get_local_rank())
+    refuse_cudnn_benchmark(cfg)
+    device = inference_device(cfg.MODEL.DEVICE)
+    init_distributed(device=device, timeout_minutes=cfg.DIST.TIMEOUT_MINUTES)
     model = build_detection_model(cfg).to(device)
     weights = cfg.MODEL.WEIGHTS
     if weights:

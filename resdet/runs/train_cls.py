@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.elastic.multiprocessing.errors import record
 from tqdm import tqdm
 
 from resdet.backbones.registry import resolve_backbone_config
@@ -245,6 +246,7 @@ def parse_args(argv=None):
     return p.parse_intermixed_args(argv)
 
 
+@record  # under torchrun, the failure summary then shows this process's error, not only its exit code
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)

@@ -62,8 +62,8 @@ def make_cfg(output_dir, **solver):
     return cfg
 
 
-def run(cfg, resume=False, kill_at=None, dropout=0.2, eval_fn=None, distributed=False):
-    """Train per cfg; returns (unwrapped model, trainer, state)."""
+def run(cfg, resume=False, kill_at=None, dropout=0.2, eval_fn=None, distributed=False, hooks=(), loss=loss_fn):
+    """Train per cfg (extra `hooks`, another `loss` function if given); returns (unwrapped model, trainer, state)."""
     cfg, device = default_setup(cfg, distributed=distributed)
     model = prepare_model(TinyNet(dropout), cfg, device)
     state = build_training_state(cfg, model, resume=resume)
@@ -72,8 +72,8 @@ def run(cfg, resume=False, kill_at=None, dropout=0.2, eval_fn=None, distributed=
     if state.sampler_state is not None:
         sampler.load_state_dict(state.sampler_state)
     loader = DataLoader(data, batch_size=per_process_batch(cfg), sampler=sampler)
-    hooks = [KillAt(kill_at)] if kill_at is not None else []
-    trainer = build_trainer(cfg, model, loader, state, loss_fn=loss_fn, sampler=sampler, eval_fn=eval_fn,
+    hooks = list(hooks) + ([KillAt(kill_at)] if kill_at is not None else [])
+    trainer = build_trainer(cfg, model, loader, state, loss_fn=loss, sampler=sampler, eval_fn=eval_fn,
                             extra_hooks=hooks, progress_bar=False)
     trainer.train()
     return getattr(model, "module", model), trainer, state

@@ -36,9 +36,11 @@ def build_argument_parser() -> argparse.ArgumentParser:
 
 
 def _check_classes(cfg, metadata) -> None:
+    from resdet.config import ConfigError
+
     k = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     if metadata.num_classes != k:
-        raise ValueError(f"MODEL.ROI_HEADS.NUM_CLASSES is {k} but the training data has {metadata.num_classes} "
+        raise ConfigError(f"MODEL.ROI_HEADS.NUM_CLASSES is {k} but the training data has {metadata.num_classes} "
                          f"categories ({', '.join(metadata.thing_classes[:10])}...); set it to {metadata.num_classes}")
 
 
@@ -53,6 +55,25 @@ def _warn_frozen_random_backbone(cfg, resume: bool) -> None:
                        "weights (tools/convert_weights.py --backbone, or tools/train_cls.py --export-backbone), "
                        "or train from scratch with MODEL.BACKBONE.NORM GN (or SyncBN) and FREEZE_AT 0.",
                        f" and stages up to FREEZE_AT {bb.FREEZE_AT} frozen" if bb.FREEZE_AT else "")
+
+
+def _resolve_training_length(cfg):
+    """SOLVER.MAX_EPOCHS and the *_FRACTION keys turned into iterations (engine.schedules), counting the
+    training images when epochs are asked for; the resolved config replaces config.yaml. Returns
+    (cfg, (records, metadata) or None), the records to be reused by the training loader."""
+    from resdet.config import save_config
+    from resdet.data.loader import load_train_records
+    from resdet.engine.distributed import is_main_process
+    from resdet.engine.schedules import resolve_training_length
+
+    records = None
+    if cfg.SOLVER.MAX_EPOCHS > 0:
+        records = load_train_records(cfg.DATASETS.TRAIN, cfg.DATASETS.FILTER_EMPTY_ANNOTATIONS,
+                                     cfg.DATASETS.CHECK_IMAGES, cfg.DATALOADER.SKIP_BAD_IMAGES)
+    resolved = resolve_training_length(cfg, len(records[0]) if records else 0)
+    if resolved is not cfg and is_main_process():
+        save_config(resolved, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    return resolved, records
 
 
 def _evaluate_all(cfg, model, device) -> Dict:
@@ -80,7 +101,7 @@ def _prediction_picture(cfg, model, num_images: int = 8) -> Optional[str]:
     was_training = net.training
     predictor = DetectionPredictor(net, meta.thing_classes, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
                                    score_threshold=cfg.TEST.VIS_SCORE_THRESHOLD,
-                                   mask_threshold=cfg.TEST.MASK_THRESHOLD)
+                                   mask_threshold=cfg.TEST.MASK_THRESHOLD, resize_rounding=cfg.INPUT.RESIZE_ROUNDING)
     path = save_prediction_pictures(predictor, [r["file_name"] for r in records[:num_images]],
                                     os.path.join(cfg.OUTPUT_DIR, "predictions.png"))
     net.train(was_training)
@@ -98,7 +119,15 @@ def train_detection(cfg, resume: bool = False, eval_only: bool = False) -> Dict:
     if not eval_only:
         _warn_frozen_random_backbone(cfg, resume)
     register_from_config(cfg)
+    train_records = None
+    if not eval_only:
+        cfg, train_records = _resolve_training_length(cfg)
     model = prepare_model(build_detection_model(cfg), cfg, device)
+    if cfg.MODEL.WEIGHTS and not resume:  # a class-count mismatch named by its key, not a tensor-size list
+        from resdet.detection.weights import check_num_classes
+        from resdet.engine.checkpoint import load_checkpoint
+
+        check_num_classes(load_checkpoint(cfg.MODEL.WEIGHTS), model, cfg.MODEL.WEIGHTS)
     state = build_training_state(cfg, model, resume=resume)
     if eval_only:
         results = _evaluate_all(cfg, model, device)
@@ -106,7 +135,7 @@ def train_detection(cfg, resume: bool = False, eval_only: bool = False) -> Dict:
         cleanup()
         return results
 
-    loader = build_detection_train_loader(cfg, start_iter=state.start_iter)
+    loader = build_detection_train_loader(cfg, start_iter=state.start_iter, train_records=train_records)
     _check_classes(cfg, loader.metadata)
     trainer = build_trainer(cfg, model, loader, state, eval_fn=lambda: _evaluate_all(cfg, model, device))
     trainer.train()
@@ -116,9 +145,10 @@ def train_detection(cfg, resume: bool = False, eval_only: bool = False) -> Dict:
     if results:
         from resdet.engine.distributed import is_main_process
 
-        if is_main_process():
-            with open(os.path.join(cfg.OUTPUT_DIR, "final_metrics.json"), "w", encoding="utf-8") as f:
-                json.dump(results, f, indent=1)
+        if is_main_process():  # strict JSON: a metric that is NaN (no ground truth of a size) is null
+            from resdet.engine.logging import write_json
+
+            write_json(results, os.path.join(cfg.OUTPUT_DIR, "final_metrics.json"))
     cleanup()
     return results
 

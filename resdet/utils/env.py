@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-__all__ = ["seed_all", "get_device", "get_rng_state", "set_rng_state", "set_deterministic"]
+__all__ = ["seed_all", "DeviceError", "get_device", "get_rng_state", "set_rng_state", "set_deterministic"]
 
 _MAX_SEED = 2**31 - 1
 
@@ -39,6 +39,10 @@ def seed_all(seed: int) -> int:
     return seed
 
 
+class DeviceError(ValueError, RuntimeError):
+    """MODEL.DEVICE names no device, or one this machine does not have; the message says which."""
+
+
 def get_device(name: str = "cuda", local_rank: Optional[int] = None) -> torch.device:
     """The torch device for a config string ("cuda", "cuda:N", "cpu", "mps").
 
@@ -48,20 +52,20 @@ def get_device(name: str = "cuda", local_rank: Optional[int] = None) -> torch.de
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"MODEL.DEVICE: '{name}' is not a device name (expected 'cuda', 'cuda:N' or 'cpu')") from e
+        raise DeviceError(f"MODEL.DEVICE: '{name}' is not a device name (expected 'cuda', 'cuda:N' or 'cpu')") from e
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(
+            raise DeviceError(
                 f"MODEL.DEVICE is '{name}' but no CUDA GPU is available to this process "
                 "(torch.cuda.is_available() is False); set MODEL.DEVICE cpu to run on the CPU"
             )
         count = torch.cuda.device_count()
         index = device.index if device.index is not None else (local_rank or 0)
         if index >= count:
-            raise RuntimeError(f"MODEL.DEVICE '{name}' (GPU index {index}) asked for, but only {count} GPU(s) exist")
+            raise DeviceError(f"MODEL.DEVICE '{name}' (GPU index {index}) asked for, but only {count} GPU(s) exist")
         return torch.device("cuda", index)
     if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise RuntimeError(f"MODEL.DEVICE is '{name}' but the MPS backend is not available")
+        raise DeviceError(f"MODEL.DEVICE is '{name}' but the MPS backend is not available")
     return device
 
 

@@ -37,8 +37,9 @@ def text_color_for(background: Tuple[int, int, int]) -> Tuple[int, int, int]:
 
 
 def label_font_size(height: int, width: int) -> int:
-    """Text height for labels: about 1/30 of the shorter side, at least 11 px."""
-    return max(11, min(height, width) // 30)
+    """Text height for labels: 1/32 of the image's geometric-mean side, at least 11 px (so images of one
+    height get about the same text, wide or narrow)."""
+    return max(11, round((height * width) ** 0.5 / 32))
 
 
 def _label_font() -> Optional[str]:
@@ -119,13 +120,23 @@ def save_image(image: torch.Tensor, path: str) -> str:
 
 
 def make_grid_image(images: Sequence[torch.Tensor], nrow: int = 4, pad: int = 4, fill: int = 255) -> torch.Tensor:
-    """Several drawn CHW uint8 images in rows of `nrow`, each cell the size of its own image (no
+    """Several drawn CHW uint8 images in rows of up to `nrow`, each cell the size of its own image (no
     padding every cell to the largest image): a row is as high as its highest image, the picture as
-    wide as its widest row. Images of one height (see predictor.save_prediction_pictures) leave blank
-    space only at the ends of rows."""
+    wide as its widest row, rows balanced in width. Images of one height (see
+    predictor.save_prediction_pictures) leave blank space only at the ends of rows."""
     if not len(images):
         raise ValueError("make_grid_image needs at least one image")
-    rows = [list(images[i:i + nrow]) for i in range(0, len(images), nrow)]
+    # rows of at most nrow pictures, broken where the row's width comes closest to an even share of the
+    # total width (greedy line breaking), so that rows end near the same width
+    target = sum(im.shape[2] for im in images) / -(-len(images) // nrow)
+    rows, width = [[]], 0
+    for im in images:
+        w = im.shape[2]
+        if rows[-1] and (len(rows[-1]) == nrow or width + w - target > target - width):
+            rows.append([])
+            width = 0
+        rows[-1].append(im)
+        width += w
     row_h = [max(im.shape[1] for im in row) for row in rows]
     row_w = [sum(im.shape[2] for im in row) + pad * (len(row) + 1) for row in rows]
     canvas = torch.full((3, sum(row_h) + pad * (len(rows) + 1), max(row_w)), fill, dtype=torch.uint8)

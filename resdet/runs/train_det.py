@@ -12,7 +12,6 @@ checkpoints and periodic COCO evaluation -> final evaluation and a picture of pr
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys

@@ -1,5 +1,6 @@
 """A small inference API: image (path or HxWx3 RGB uint8 array) in, instances out.
 
+    predictor = DetectionPredictor.from_checkpoint("output/quickstart_shapes/model_final.pth")  # its training config
     predictor = DetectionPredictor.from_config(load_config("configs/quickstart_shapes.yaml"),
                                                weights="output/quickstart_shapes/model_final.pth")
     instances = predictor("image.jpg")        # boxes, scores, labels, masks, class_names (original frame)
@@ -43,13 +44,32 @@ class DetectionPredictor:
                                          resize_rounding=resize_rounding, resize_backend=resize_backend)
         self.score_threshold = score_threshold
         self.mask_threshold = mask_threshold
+        self.cfg = None  # the config it was built from, by from_config / from_checkpoint
+
+    @classmethod
+    def from_checkpoint(cls, weights: str, config=None, overrides: Sequence[str] = (),
+                        allow_config_mismatch: bool = False,
+                        class_names: Optional[Sequence[str]] = None) -> "DetectionPredictor":
+        """A predictor for a training checkpoint, built with the config stored in it (the sizes,
+        thresholds and heads it was trained with), plus `overrides` (KEY VALUE pairs).
+
+        `config` (a YAML path or a CfgNode) is used instead where the checkpoint has none (converted
+        weights) or on purpose; where its INPUT/MODEL/TEST keys differ from the checkpoint's, that is a
+        ConfigError naming each, or a warning with `allow_config_mismatch`.
+        """
+        from resdet.engine.checkpoint_config import config_for_checkpoint
+
+        cfg = config_for_checkpoint(weights, config, overrides, what="prediction",
+                                    on_mismatch="warn" if allow_config_mismatch else "error")
+        return cls.from_config(cfg, weights=weights, class_names=class_names)
 
     @classmethod
     def from_config(cls, cfg, weights: str = "", class_names: Optional[Sequence[str]] = None) -> "DetectionPredictor":
         """Model from the config, weights from `weights` (or MODEL.WEIGHTS), class names from the
-        first test dataset's categories unless given."""
+        first test dataset's categories unless given. (A training checkpoint's own config is used by
+        `from_checkpoint`.)"""
         from resdet.detection.rcnn import build_detection_model
-        from resdet.engine.checkpoint import Checkpointer
+        from resdet.detection.weights import load_detection_weights
 
         if weights and weights != cfg.MODEL.WEIGHTS:
             # as MODEL.WEIGHTS: the backbone then needs no weights file of its own, and a VARIANT "auto"
@@ -60,14 +80,16 @@ class DetectionPredictor:
         model = build_detection_model(cfg)
         path = cfg.MODEL.WEIGHTS
         if path:
-            Checkpointer("", model).load_model(path, strict=True)
+            load_detection_weights(model, path, strict=True)
         else:
             logger.warning("No weights given (MODEL.WEIGHTS or --weights): the model is untrained")
         if class_names is None:
             class_names = _dataset_class_names(cfg)
-        return cls(model, class_names, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
-                   _device_for(cfg.MODEL.DEVICE), cfg.TEST.VIS_SCORE_THRESHOLD, cfg.TEST.MASK_THRESHOLD,
-                   cfg.INPUT.RESIZE_ROUNDING, cfg.INPUT.RESIZE_BACKEND)
+        predictor = cls(model, class_names, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
+                        _device_for(cfg.MODEL.DEVICE), cfg.TEST.VIS_SCORE_THRESHOLD, cfg.TEST.MASK_THRESHOLD,
+                        cfg.INPUT.RESIZE_ROUNDING, cfg.INPUT.RESIZE_BACKEND)
+        predictor.cfg = cfg
+        return predictor
 
     def _load(self, image: Union[str, np.ndarray]) -> np.ndarray:
         from resdet.data.coco import read_image
@@ -121,22 +143,39 @@ def _dataset_class_names(cfg) -> List[str]:
         return []
 
 
+def _rescaled(pixels: np.ndarray, inst: Dict, scale: float, score_threshold: float):
+    """An image and its instances (those drawn: scoring at least `score_threshold`) scaled by `scale`."""
+    import cv2
+
+    h, w = pixels.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    keep = inst["scores"] >= score_threshold
+    out = {k: v[keep] for k, v in inst.items() if isinstance(v, torch.Tensor)}
+    out["boxes"] = out["boxes"] * torch.tensor([size[0] / w, size[1] / h] * 2)
+    if "masks" in out:  # probabilities resampled, thresholded when drawn
+        out["masks"] = torch.nn.functional.interpolate(out["masks"].float(), size=(size[1], size[0]),
+                                                       mode="bilinear", align_corners=False)
+    return np.ascontiguousarray(pixels), out
+
+
 def save_prediction_pictures(predictor: DetectionPredictor, image_paths: Sequence[str], path: str, nrow: int = 4,
-                             min_side: int = 256) -> str:
-    """Predictions on several images drawn side by side into one PNG (small images enlarged to
-    `min_side` by pixel repetition, after prediction at their own size)."""
+                             min_side: int = 256, max_height: int = 512) -> str:
+    """Predictions on several images drawn side by side into one PNG.
+
+    Each image is predicted at its own size, then shown (with its detections) at one common height:
+    their median height, at least `min_side` (small images enlarged, so labels stay readable) and at
+    most `max_height`; so the grid's cells fit the images, with no blank band beside a small one.
+    """
     from resdet.utils.visualize import make_grid_image, save_image
 
+    loaded = [predictor._load(p) for p in image_paths]
+    if not loaded:
+        raise ValueError("save_prediction_pictures needs at least one image")
+    height = int(min(max(float(np.median([im.shape[0] for im in loaded])), min_side), max_height))
     drawn = []
-    for p in image_paths:
-        pixels = predictor._load(p)
+    for pixels in loaded:
         inst = predictor(pixels)
-        short = min(pixels.shape[:2])
-        if short < min_side:  # small images (the shapes data): enlarge so that labels stay readable
-            scale = -(-min_side // short)
-            pixels = np.ascontiguousarray(pixels.repeat(scale, axis=0).repeat(scale, axis=1))
-            inst["boxes"] = inst["boxes"] * scale
-            if "masks" in inst:
-                inst["masks"] = inst["masks"].repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
-        drawn.append(predictor.draw(pixels, inst))
+        shown, inst = _rescaled(pixels, inst, height / pixels.shape[0], predictor.score_threshold)
+        drawn.append(predictor.draw(shown, inst))
     return save_image(make_grid_image(drawn, nrow=nrow), path)

@@ -12,4 +12,6 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 from resdet.runs.benchmark import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from resdet.runs.cli import run_tool  # user errors: one line, no traceback (--debug shows it)
+
+    sys.exit(run_tool(main))

@@ -96,4 +96,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from resdet.runs.cli import run_tool  # user errors: one line, no traceback (--debug shows it)
+
+    sys.exit(run_tool(main))

@@ -112,4 +112,6 @@ def config_info(args):
 
 
 if __name__ == "__main__":
-    main()
+    from resdet.runs.cli import run_tool  # user errors: one line, no traceback (--debug shows it)
+
+    sys.exit(run_tool(main))

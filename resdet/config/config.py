@@ -10,9 +10,9 @@ from typing import Optional, Sequence
 from fvcore.common.config import CfgNode as _FvCfgNode
 
 from .defaults import _C
-from .node import CfgNode
+from .node import CfgNode, ConfigError
 
-__all__ = ["get_cfg", "load_config", "save_config"]
+__all__ = ["get_cfg", "load_config", "load_config_text", "save_config"]
 
 
 def get_cfg() -> CfgNode:
@@ -25,6 +25,28 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = (), freez
     cfg = get_cfg()
     if path:
         cfg.merge_from_file(path)
+    if overrides:
+        cfg.merge_from_list(list(overrides))
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def load_config_text(text: str, source: str, overrides: Sequence[str] = (), freeze: bool = True) -> CfgNode:
+    """Defaults, then a resolved config saved as YAML text (a checkpoint's "config", a run's
+    config.yaml), then `KEY VALUE` overrides. `source` names where the text came from in errors."""
+    import yaml
+
+    cfg = get_cfg()
+    try:
+        loaded = CfgNode.load_cfg(text)
+    except (yaml.YAMLError, TypeError, ValueError) as e:
+        raise ConfigError(f"The config stored in {source} is not valid YAML: {e}") from e
+    cfg._check_known(loaded, source=f"the config stored in {source}")
+    try:
+        cfg.merge_from_other_cfg(loaded)
+    except ConfigError as e:
+        raise ConfigError(f"The config stored in {source}: {e}") from e
     if overrides:
         cfg.merge_from_list(list(overrides))
     if freeze:

@@ -181,10 +181,18 @@ _C.SOLVER.WEIGHT_DECAY_NORM = 0.0
 _C.SOLVER.IMS_PER_BATCH = 16
 # Training length in iterations (steps).
 _C.SOLVER.MAX_ITER = 90000
+# Training length in epochs (passes over the training images) instead: when > 0, MAX_ITER is set at
+# start-up to ceil(MAX_EPOCHS * training images / IMS_PER_BATCH) (images counted after
+# DATASETS.FILTER_EMPTY_ANNOTATIONS), and the resolved value is saved in config.yaml and checkpoints.
+# 0 uses MAX_ITER as given. For datasets whose size is not fixed in advance (your own).
+_C.SOLVER.MAX_EPOCHS = 0.0
 # Learning rate schedule: "WarmupMultiStepLR" (divide by GAMMA at each of STEPS) or "WarmupCosineLR".
 _C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
 # Iterations at which the lr is multiplied by GAMMA.
 _C.SOLVER.STEPS = (60000, 80000)
+# The lr steps as fractions of the training length instead, e.g. (0.75, 0.92): when given, STEPS is
+# set at start-up to round(fraction * MAX_ITER) for each. () uses STEPS as given.
+_C.SOLVER.STEPS_FRACTIONS = ()
 _C.SOLVER.GAMMA = 0.1
 # Warm-up: the lr starts at BASE_LR * WARMUP_FACTOR and reaches BASE_LR after WARMUP_ITERS steps.
 _C.SOLVER.WARMUP_FACTOR = 1.0 / 1000
@@ -193,6 +201,9 @@ _C.SOLVER.WARMUP_ITERS = 1000
 _C.SOLVER.WARMUP_METHOD = "linear"
 # Save a checkpoint every this many iterations (and always at the end); 0: only at the end.
 _C.SOLVER.CHECKPOINT_PERIOD = 5000
+# Save a checkpoint every this fraction of training instead (0.25: at 25%, 50%, 75% and the end); when
+# > 0 it sets CHECKPOINT_PERIOD at start-up. 0 uses CHECKPOINT_PERIOD as given.
+_C.SOLVER.CHECKPOINT_PERIOD_FRACTION = 0.0
 # --- engine (resdet/engine) keys ---
 # Keep only the newest this many periodic checkpoints (model_<iter>.pth); the final one is always kept.
 # 0 keeps them all.
@@ -220,8 +231,20 @@ _C.SOLVER.COMPILE = False
 _C.TEST = CN()
 # Evaluate every this many iterations during training; 0 only at the end.
 _C.TEST.EVAL_PERIOD = 0
+# Evaluate every this fraction of training instead (0.25: at 25%, 50%, 75% and the end); when > 0 it
+# sets EVAL_PERIOD at start-up (detection training). 0 uses EVAL_PERIOD as given.
+_C.TEST.EVAL_PERIOD_FRACTION = 0.0
 # Detection: at most this many detections per image (the highest scoring) after NMS.
 _C.TEST.DETECTIONS_PER_IMAGE = 100
+# A predicted mask probability above this counts as inside the mask (evaluation, drawing).
+_C.TEST.MASK_THRESHOLD = 0.5
+# Images per batch per process at test time.
+_C.TEST.IMS_PER_BATCH = 1
+# Detections drawn by tools/demo.py and the predictor's pictures: those scoring at least this.
+_C.TEST.VIS_SCORE_THRESHOLD = 0.5
+# COCOeval implementation: "pycocotools" (the reference) or "faster_coco_eval" (faster-coco-eval's C++
+# port, same numbers, much faster on large sets; `pip install faster-coco-eval`).
+_C.TEST.COCO_EVAL_BACKEND = "pycocotools"
 
 # ----------------------------------------------------------------------------------------------------
 # Datasets and input pipeline (detection: DATASETS, INPUT): resdet/data adds them here.
@@ -284,15 +307,6 @@ _C.INPUT.LSJ.IMAGE_SIZE = 1024
 _C.INPUT.LSJ.SCALE_RANGE = (0.1, 2.0)
 # Batch training images of similar aspect ratio (wide with wide, tall with tall): less padding.
 _C.INPUT.ASPECT_RATIO_GROUPING = True
-# A predicted mask probability above this counts as inside the mask (evaluation, drawing).
-_C.TEST.MASK_THRESHOLD = 0.5
-# Images per batch per process at test time.
-_C.TEST.IMS_PER_BATCH = 1
-# Detections drawn by tools/demo.py and the predictor's pictures: those scoring at least this.
-_C.TEST.VIS_SCORE_THRESHOLD = 0.5
-# COCOeval implementation: "pycocotools" (the reference) or "faster_coco_eval" (faster-coco-eval's C++
-# port, same numbers, much faster on large sets; `pip install faster-coco-eval`).
-_C.TEST.COCO_EVAL_BACKEND = "pycocotools"
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Dict, List, Tuple
 
+from ..config import ConfigError
 from .coco import DatasetMetadata, load_coco_json
 
 __all__ = [
@@ -21,24 +22,37 @@ __all__ = [
     "list_datasets",
     "dataset_files",
     "get_detection_dataset",
+    "UnknownDatasetError",
 ]
+
+class UnknownDatasetError(KeyError):
+    """A dataset name that is not registered; the message lists the registered ones."""
+
+    def __str__(self) -> str:  # KeyError's own str() would print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
 
 # name -> a function returning (json_file, image_root); a function so that paths follow
 # $RESDET_DATASETS at the time of use and generated data is made only when asked for.
 _CATALOG: Dict[str, Callable[[], Tuple[str, str]]] = {}
+# name -> where its image folder comes from (a config key), for messages about missing images.
+_IMAGE_ROOT_SOURCES: Dict[str, str] = {}
 
 
 def datasets_root() -> str:
     return os.environ.get("RESDET_DATASETS", "datasets")
 
 
-def register_coco_instances(name: str, json_file: str, image_root: str, overwrite: bool = False) -> None:
-    """Make `name` mean this annotation JSON and image folder."""
+def register_coco_instances(name: str, json_file: str, image_root: str, overwrite: bool = False,
+                            image_root_source: str = "") -> None:
+    """Make `name` mean this annotation JSON and image folder (`image_root_source`: the config key it
+    came from, named when its images are missing)."""
     if not name:
         raise ValueError("A dataset needs a non-empty name")
     if name in _CATALOG and not overwrite:
         raise KeyError(f"Dataset '{name}' is already registered")
     _CATALOG[name] = lambda: (json_file, image_root)
+    _IMAGE_ROOT_SOURCES[name] = image_root_source
 
 
 def _register_coco_2017() -> None:
@@ -48,6 +62,8 @@ def _register_coco_2017() -> None:
             return (os.path.join(root, "annotations", f"instances_{split}2017.json"),
                     os.path.join(root, f"{split}2017"))
         _CATALOG[f"coco_2017_{split}"] = files
+        _IMAGE_ROOT_SOURCES[f"coco_2017_{split}"] = (f"the images of 'coco_2017_{split}' ($RESDET_DATASETS/coco/"
+                                                     f"{split}2017, default ./datasets/coco/{split}2017)")
 
 
 def register_shapes(num_train: int = 300, num_val: int = 50, min_side: int = 128, max_side: int = 256,
@@ -71,12 +87,12 @@ def register_from_config(cfg) -> None:
     d = cfg.DATASETS
     names, jsons, dirs = list(d.CUSTOM_NAMES), list(d.CUSTOM_JSONS), list(d.CUSTOM_IMAGE_DIRS)
     if not (len(names) == len(jsons) == len(dirs)):
-        raise ValueError(
+        raise ConfigError(
             f"DATASETS.CUSTOM_NAMES ({len(names)}), CUSTOM_JSONS ({len(jsons)}) and CUSTOM_IMAGE_DIRS "
             f"({len(dirs)}) must have the same length: one JSON and one image folder per name"
         )
-    for n, j, i in zip(names, jsons, dirs):
-        register_coco_instances(n, j, i, overwrite=True)
+    for k, (n, j, i) in enumerate(zip(names, jsons, dirs)):
+        register_coco_instances(n, j, i, overwrite=True, image_root_source=f"DATASETS.CUSTOM_IMAGE_DIRS[{k}] of '{n}'")
     s = d.SHAPES
     register_shapes(s.NUM_TRAIN, s.NUM_VAL, s.MIN_SIDE, s.MAX_SIDE, s.SEED, s.ROOT)
 
@@ -88,7 +104,7 @@ def list_datasets() -> List[str]:
 def dataset_files(name: str) -> Tuple[str, str]:
     """(annotation JSON, image folder) of a registered dataset (generating it if it is generated)."""
     if name not in _CATALOG:
-        raise KeyError(f"Unknown dataset '{name}'. Registered: {', '.join(list_datasets())} "
+        raise UnknownDatasetError(f"Unknown dataset '{name}'. Registered: {', '.join(list_datasets())} "
                        "(custom ones go in DATASETS.CUSTOM_NAMES/CUSTOM_JSONS/CUSTOM_IMAGE_DIRS)")
     return _CATALOG[name]()
 
@@ -98,4 +114,5 @@ def get_detection_dataset(name: str, filter_empty: bool = True, check_images: st
     """Dataset dicts and metadata of a registered dataset."""
     json_file, image_root = dataset_files(name)
     return load_coco_json(json_file, image_root, dataset_name=name, filter_empty=filter_empty,
-                          check_images=check_images, skip_bad_images=skip_bad_images)
+                          check_images=check_images, skip_bad_images=skip_bad_images,
+                          image_root_source=_IMAGE_ROOT_SOURCES.get(name, "") or f"dataset '{name}'")

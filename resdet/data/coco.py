@@ -26,6 +26,7 @@ __all__ = [
     "read_image",
     "check_image_file",
     "ImageFileError",
+    "check_image_folder",
     "CocoFormatError",
 ]
 
@@ -122,6 +123,32 @@ def _metadata_from_categories(name: str, json_file: str, image_root: str, catego
     )
 
 
+def check_image_folder(images: List[dict], image_root: str, json_file: str, where: str = "") -> str:
+    """Called when an image of the JSON is missing: is the folder wrong rather than a few files?
+
+    Raises MissingDatasetError when `image_root` does not exist or holds none of the JSON's files (even
+    with DATALOADER.SKIP_BAD_IMAGES: leaving out every image is never what was asked); otherwise
+    returns a note counting the files found, for the missing file's own message. `where` names the
+    folder's origin, e.g. "DATASETS.CUSTOM_IMAGE_DIRS[1] of 'pennfudan_val'".
+    """
+    from .folders import MissingDatasetError
+
+    prefix = f"{where}: " if where else ""
+    if not os.path.isdir(image_root):
+        raise MissingDatasetError(f"{prefix}image folder '{image_root}' does not exist (the images of '{json_file}' "
+                                  f"are looked for there, by each image's file_name)")
+    names = [img["file_name"] for img in images]
+    missing = [n for n in names if not os.path.isfile(os.path.join(image_root, n))]
+    found = len(names) - len(missing)
+    if found == 0:
+        present = sorted(os.listdir(image_root))[:3]
+        raise MissingDatasetError(
+            f"{prefix}0 of {len(names)} files of '{json_file}' found in image folder '{image_root}' (missing e.g. "
+            f"{missing[:3]}; the folder holds {present or 'nothing'}{' ...' if present else ''}): is it the "
+            "right folder, and are the file_names relative to it?")
+    return f"{prefix}{found} of {len(names)} files of '{json_file}' found in image folder '{image_root}'"
+
+
 def load_coco_json(
     json_file: str,
     image_root: str,
@@ -129,6 +156,7 @@ def load_coco_json(
     filter_empty: bool = True,
     check_images: str = "header",
     skip_bad_images: bool = False,
+    image_root_source: str = "",
 ) -> Tuple[List[dict], DatasetMetadata]:
     """Read a COCO instances JSON into dataset dicts and metadata.
 
@@ -139,6 +167,7 @@ def load_coco_json(
         check_images: "none", "header" (exists, and the header's size with EXIF orientation matches the
             JSON: cheap) or "decode" (also decodes every image whole: slow on big datasets).
         skip_bad_images: leave out images that fail the check (each named in a warning) instead of raising.
+        image_root_source: where `image_root` came from (a config key), named when images are missing.
     Raises CocoFormatError / ImageFileError naming the file and the offending items.
     """
     from pycocotools.coco import COCO
@@ -168,9 +197,14 @@ def load_coco_json(
     num_degenerate = num_short_only = num_clipped = num_empty = 0
     degenerate_examples: List[int] = []
     bad_images: List[str] = []
+    folder_note: Optional[str] = None
     for img_id in sorted(coco.imgs):
         img = coco.imgs[img_id]
         path = os.path.join(image_root, img["file_name"])
+        if folder_note is None and not os.path.isfile(path):
+            # the first missing image: a wrong folder is an error of its own, else count what is there
+            where = image_root_source or (f"dataset '{dataset_name}'" if dataset_name else "")
+            folder_note = check_image_folder(list(coco.imgs.values()), image_root, json_file, where)
         try:
             if check_images == "none":
                 if not os.path.isfile(path):
@@ -178,8 +212,10 @@ def load_coco_json(
             else:
                 check_image_file(path, img["width"], img["height"], decode=check_images == "decode")
         except ImageFileError as e:
+            if folder_note and not os.path.isfile(path):
+                e = ImageFileError(f"{e}; {folder_note}")
             if not skip_bad_images:
-                raise
+                raise e
             logger.warning("Skipping image %d (DATALOADER.SKIP_BAD_IMAGES): %s", img_id, e)
             bad_images.append(path)
             continue

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..config import ConfigError
 from .catalog import get_detection_dataset, register_from_config
 from .coco import DatasetMetadata, ImageFileError
 from .folders import get_skipping_bad_images
@@ -100,31 +101,33 @@ def load_train_records(names: Sequence[str], filter_empty: bool = True, check_im
                        skip_bad_images: bool = False) -> Tuple[List[dict], DatasetMetadata]:
     """Concatenated dicts of several registered datasets; their categories must agree."""
     if not names:
-        raise ValueError("DATASETS.TRAIN is empty: name at least one registered dataset")
+        raise ConfigError("DATASETS.TRAIN is empty: name at least one registered dataset")
     records: List[dict] = []
     meta = None
     for name in names:
         dicts, m = get_detection_dataset(name, filter_empty=filter_empty, check_images=check_images,
                                          skip_bad_images=skip_bad_images)
         if meta is not None and m.dataset_id_to_contiguous != meta.dataset_id_to_contiguous:
-            raise ValueError(f"Dataset '{name}' has categories {m.thing_classes}, which differ from "
+            raise ConfigError(f"Dataset '{name}' has categories {m.thing_classes}, which differ from "
                              f"'{meta.name}' ({meta.thing_classes}); they cannot be trained together")
         meta = meta or m
         records.extend(dicts)
     if not records:
-        raise ValueError(f"Datasets {list(names)} have no training images (with FILTER_EMPTY_ANNOTATIONS, "
+        raise ConfigError(f"Datasets {list(names)} have no training images (with FILTER_EMPTY_ANNOTATIONS, "
                          "images without annotations are left out)")
     return records, meta
 
 
-def build_detection_train_loader(cfg, start_iter: int = 0, mapper: Optional[DetectionMapper] = None) -> DataLoader:
+def build_detection_train_loader(cfg, start_iter: int = 0, mapper: Optional[DetectionMapper] = None,
+                                 train_records: Optional[Tuple[List[dict], DatasetMetadata]] = None) -> DataLoader:
     """Endless training batches for this process; `loader.metadata` holds the category mapping and
-    `loader.batch_sampler` can report where to resume (`state_dict(iteration)` when grouped)."""
+    `loader.batch_sampler` can report where to resume (`state_dict(iteration)` when grouped).
+    `train_records`: what `load_train_records` returned for this config, if it was already called."""
     from .samplers import InfiniteSampler  # the engine's resumable, distributed index stream
 
     register_from_config(cfg)
-    records, meta = load_train_records(cfg.DATASETS.TRAIN, cfg.DATASETS.FILTER_EMPTY_ANNOTATIONS,
-                                       cfg.DATASETS.CHECK_IMAGES, cfg.DATALOADER.SKIP_BAD_IMAGES)
+    records, meta = train_records or load_train_records(cfg.DATASETS.TRAIN, cfg.DATASETS.FILTER_EMPTY_ANNOTATIONS,
+                                                        cfg.DATASETS.CHECK_IMAGES, cfg.DATALOADER.SKIP_BAD_IMAGES)
     rank, world = _dist()
     global_batch = cfg.SOLVER.IMS_PER_BATCH
     if global_batch % world:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .checkpoint import atomic_write_text
 from .distributed import is_main_process
 
-__all__ = ["setup_logger", "MetricWriter", "ProgressBar", "read_metrics"]
+__all__ = ["setup_logger", "MetricWriter", "ProgressBar", "read_metrics", "json_safe", "write_json"]
 
 _FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
 
@@ -70,6 +70,27 @@ def _scalar(name: str, value: Any) -> float:
     if not isinstance(value, Number) or isinstance(value, bool):
         raise TypeError(f"metric '{name}' must be a number; got {value!r} of type {type(value).__name__}")
     return float(value)
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with every NaN / infinity (floats, numpy or 0-d tensor scalars) replaced by None, inside
+    dicts, lists and tuples: JSON has no NaN, and Python's json writes a bare NaN other readers reject."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        obj = obj.item()
+    if isinstance(obj, Number) and not isinstance(obj, (bool, int)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    return obj
+
+
+def write_json(obj: Any, path: str, indent: Optional[int] = 1) -> str:
+    """`obj` as strict JSON (NaN -> null), written atomically."""
+    text = json.dumps(json_safe(obj), indent=indent, allow_nan=False)
+    return atomic_write_text(text + "\n", path)
 
 
 def read_metrics(path: str) -> list:
@@ -119,10 +140,10 @@ class MetricWriter:
         values = {name: _scalar(name, value) for name, value in scalars.items()}  # all checked before any write
         record = {"iteration": int(iteration)}
         for name, v in values.items():
-            record[name] = v if math.isfinite(v) else str(v)  # JSON has no NaN/inf
+            record[name] = v if math.isfinite(v) else None  # JSON has no NaN/inf: null, as json_safe
             if self._tb is not None:
                 self._tb.add_scalar(name, v, int(iteration))
-        self._file.write(json.dumps(record) + "\n")
+        self._file.write(json.dumps(record, allow_nan=False) + "\n")
         self._file.flush()
 
     def flush(self) -> None:

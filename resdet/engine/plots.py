@@ -2,8 +2,11 @@
 
     plot_training_curves("output/metrics.jsonl", "output/training_curves.png")
 
-Three panels against iterations: the losses (log scale), the learning rate, and the evaluation results
-(every other numeric key, e.g. "top1_err" or "bbox/AP"), the last panel only when there are some.
+Three panels against iterations: the losses (log scale), the learning rate, and the evaluation results,
+the last panel only when there are some. That panel draws the headline numbers only (`EVAL_CURVES`:
+detection's "bbox/AP", "bbox/AP50", "segm/AP", "segm/AP50", classification's "test/top1_err" ...),
+not every number an evaluation logs (AP by object size, recalls, image counts, seconds), with its
+legend below the plot, where it covers neither curves nor title.
 `PlotHook` redraws the picture during training; tools/plot_curves.py compares several runs.
 Drawn with matplotlib's object API on an Agg canvas, so it never touches pyplot's global backend.
 """
@@ -20,7 +23,7 @@ from .distributed import is_main_process
 from .logging import read_metrics
 from .trainer import HookBase
 
-__all__ = ["plot_training_curves", "PlotHook"]
+__all__ = ["plot_training_curves", "training_curves_figure", "evaluation_curves", "EVAL_CURVES", "PlotHook"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +43,27 @@ def _series(records: Sequence[dict]) -> Dict[str, Tuple[List[int], List[float]]]
     return dict(series)
 
 
-def plot_training_curves(metrics_path: str, out_path: str, title: Optional[str] = None) -> str:
-    """Draw `metrics_path`'s losses, lr and evaluation results into `out_path` (PNG, written atomically)."""
+# The last part of an evaluation metric's name that gets a curve: box and mask AP (COCO's AP@[.5:.95]
+# and AP50, in percent) and classification error.
+EVAL_CURVES = ("AP", "AP50", "top1_err", "top5_err")
+
+
+def evaluation_curves(series: Dict[str, Tuple[List[int], List[float]]]) -> Dict[str, Tuple[List[int], List[float]]]:
+    """The evaluation series worth a curve: names ending in one of EVAL_CURVES ("bbox/AP", "segm/AP50",
+    "mydata_val/bbox/AP" with several test sets, "test/top1_err")."""
+    return {k: v for k, v in series.items() if k.split("/")[-1] in EVAL_CURVES}
+
+
+def training_curves_figure(records: Sequence[dict], title: Optional[str] = None, source: str = "metrics"):
+    """The matplotlib Figure of plot_training_curves (for tests and notebooks)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    series = _series(read_metrics(metrics_path))
+    series = _series(records)
     losses = {k: v for k, v in series.items() if k.startswith("loss") or k == "total_loss"}
     if not losses:
-        raise ValueError(f"{metrics_path} has no loss values to plot (keys: {sorted(series)})")
-    evals = {k: v for k, v in series.items() if k not in losses and k != "lr"}
+        raise ValueError(f"{source} has no loss values to plot (keys: {sorted(series)})")
+    evals = evaluation_curves(series)
     panels = 3 if evals else 2
     fig = Figure(figsize=(6 * panels, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
@@ -62,14 +76,26 @@ def plot_training_curves(metrics_path: str, out_path: str, title: Optional[str] 
         axes[1].plot(*series["lr"], color="tab:green")
     axes[1].set(title="learning rate", xlabel="iteration", yscale="log")
     if evals:
+        # one colour per evaluated thing ("bbox", "segm", "test"), solid for AP / top-1, dashed for AP50 / top-5
+        groups = sorted({k.rsplit("/", 1)[0] if "/" in k else "" for k in evals})
         for name, (its, vals) in sorted(evals.items()):
-            axes[2].plot(its, vals, marker="o", markersize=3, label=name)
-        axes[2].set(title="evaluation", xlabel="iteration")
-        axes[2].legend(fontsize="small")
+            group, metric = name.rsplit("/", 1) if "/" in name else ("", name)
+            axes[2].plot(its, vals, marker="o", markersize=4, color=f"C{groups.index(group) % 10}",
+                         linestyle="-" if metric in ("AP", "top1_err") else "--", label=name)
+        detection = any(k.split("/")[-1].startswith("AP") for k in evals)
+        axes[2].set(title="evaluation", xlabel="iteration", ylabel="AP (%)" if detection else "error (%)")
+        # below the plot (constrained layout makes room): never over the curves or the title
+        axes[2].legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     for ax in axes:
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def plot_training_curves(metrics_path: str, out_path: str, title: Optional[str] = None) -> str:
+    """Draw `metrics_path`'s losses, lr and evaluation results into `out_path` (PNG, written atomically)."""
+    fig = training_curves_figure(read_metrics(metrics_path), title, source=metrics_path)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return _atomic_write(out_path, lambda f: f.write(buf.getvalue()))

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from ..config import ConfigError
 from .distributed import unwrap_model
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ __all__ = [
     "WarmupMultiStepLR",
     "WarmupCosineLR",
     "build_lr_scheduler",
+    "resolve_training_length",
 ]
 
 # Layers whose affine parameters count as "norm" for weight decay. FrozenBatchNorm2d has buffers only.
@@ -233,3 +235,53 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRScheduler:
         f"SOLVER.LR_SCHEDULER_NAME: unknown schedule '{s.LR_SCHEDULER_NAME}'; "
         "expected 'WarmupMultiStepLR' or 'WarmupCosineLR'"
     )
+
+
+def _check_fraction(key: str, value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ConfigError(f"{key} must be a fraction of training in (0, 1]; got {value}")
+
+
+def resolve_training_length(cfg, num_images: int):
+    """The config with its training-length keys in epochs and fractions turned into iterations.
+
+    SOLVER.MAX_EPOCHS > 0 sets MAX_ITER = ceil(MAX_EPOCHS * num_images / IMS_PER_BATCH); then
+    SOLVER.STEPS_FRACTIONS sets STEPS, SOLVER.CHECKPOINT_PERIOD_FRACTION sets CHECKPOINT_PERIOD and
+    TEST.EVAL_PERIOD_FRACTION sets TEST.EVAL_PERIOD, each from the (resolved) MAX_ITER. Keys left at 0
+    / () keep the values as given. Returns `cfg` itself when nothing is to resolve, else a resolved
+    copy (frozen like `cfg`), so that config.yaml and the checkpoints hold the numbers actually used.
+    """
+    s, t = cfg.SOLVER, cfg.TEST
+    if not (s.MAX_EPOCHS or s.STEPS_FRACTIONS or s.CHECKPOINT_PERIOD_FRACTION or t.EVAL_PERIOD_FRACTION):
+        return cfg
+    if s.MAX_EPOCHS < 0:
+        raise ConfigError(f"SOLVER.MAX_EPOCHS must be >= 0 (0: use SOLVER.MAX_ITER); got {s.MAX_EPOCHS}")
+    max_iter = s.MAX_ITER
+    if s.MAX_EPOCHS > 0:
+        if num_images <= 0:
+            raise ConfigError(f"SOLVER.MAX_EPOCHS {s.MAX_EPOCHS} needs training images; the training set has none")
+        max_iter = max(1, math.ceil(s.MAX_EPOCHS * num_images / s.IMS_PER_BATCH))
+    resolved: Dict[str, Any] = {"SOLVER.MAX_ITER": max_iter}
+    if s.STEPS_FRACTIONS:
+        for f in s.STEPS_FRACTIONS:
+            _check_fraction("each of SOLVER.STEPS_FRACTIONS", f)
+        if list(s.STEPS_FRACTIONS) != sorted(s.STEPS_FRACTIONS):
+            raise ConfigError(f"SOLVER.STEPS_FRACTIONS must increase; got {tuple(s.STEPS_FRACTIONS)}")
+        resolved["SOLVER.STEPS"] = tuple(int(round(f * max_iter)) for f in s.STEPS_FRACTIONS)
+    if s.CHECKPOINT_PERIOD_FRACTION:
+        _check_fraction("SOLVER.CHECKPOINT_PERIOD_FRACTION", s.CHECKPOINT_PERIOD_FRACTION)
+        resolved["SOLVER.CHECKPOINT_PERIOD"] = max(1, int(round(s.CHECKPOINT_PERIOD_FRACTION * max_iter)))
+    if t.EVAL_PERIOD_FRACTION:
+        _check_fraction("TEST.EVAL_PERIOD_FRACTION", t.EVAL_PERIOD_FRACTION)
+        resolved["TEST.EVAL_PERIOD"] = max(1, int(round(t.EVAL_PERIOD_FRACTION * max_iter)))
+    out = cfg.clone()
+    out.defrost()
+    for key, value in resolved.items():
+        section, name = key.split(".")
+        out[section][name] = value
+    if cfg.is_frozen():
+        out.freeze()
+    source = (f"SOLVER.MAX_EPOCHS {s.MAX_EPOCHS:g} of {num_images} images at {s.IMS_PER_BATCH} per step"
+              if s.MAX_EPOCHS > 0 else f"SOLVER.MAX_ITER {max_iter}")
+    logger.info("Training length from %s: %s", source, ", ".join(f"{k} {v}" for k, v in resolved.items()))
+    return out

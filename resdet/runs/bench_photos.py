@@ -13,7 +13,8 @@ from typing import List, Tuple
 
 import numpy as np
 
-__all__ = ["skimage_photos", "benchmark_photos", "photo_batch", "random_crop_resized", "write_imagenet_style_folder"]
+__all__ = ["skimage_photos", "benchmark_photos", "photo_batch", "random_crop_resized", "write_imagenet_style_folder",
+           "write_photo_detection_dataset", "PHOTO_OBJECTS"]
 
 # Colour photographs bundled with scikit-image (no network): people, animals, objects, a street scene
 # (the motorcycle pair), a launch pad, space, a retina. Loaders that need the network are left out.
@@ -101,3 +102,85 @@ def write_imagenet_style_folder(root: str, num_images: int, *, min_side: int = 3
         img = random_crop_resized(photo, rng, min_side, max_side)
         Image.fromarray(img).save(os.path.join(root, name, f"{i:06d}.jpg"), quality=quality, subsampling=2)
     return root
+
+
+# Objects for a photo detection dataset: (category, photo, crop rows, crop columns) of scikit-image's
+# photos, chosen so that each crop is mostly the object (the cat's head and body, the cup of coffee).
+PHOTO_OBJECTS = (("cat", "chelsea", (20, 290), (90, 380)), ("cup", "coffee", (30, 360), (90, 500)))
+_BACKGROUNDS = ("astronaut", "rocket", "hubble_deep_field", "retina", "immunohistochemistry", "motorcycle_left",
+                "motorcycle_right")
+
+
+def _ellipse_polygon(x0: float, y0: float, w: float, h: float, points: int = 32) -> List[float]:
+    t = np.linspace(0, 2 * np.pi, points, endpoint=False)
+    xs, ys = x0 + w / 2 * (1 + np.cos(t)), y0 + h / 2 * (1 + np.sin(t))
+    return [round(float(v), 2) for xy in zip(xs, ys) for v in xy]
+
+
+def write_photo_detection_dataset(root: str, split: str, num_images: int, *, min_side: int = 256,
+                                  max_side: int = 384, objects: Tuple[int, int] = (1, 3), quality: int = 90,
+                                  seed: int = 0) -> Tuple[str, str]:
+    """A small COCO-format instance segmentation set of photographs, as a user's own data would be:
+    `root/images/<split>_<i>.jpg` (random crops of scikit-image's photos, longer side in [min_side,
+    max_side], JPEG) with 1-3 objects each (`PHOTO_OBJECTS`: crops of the cat and coffee-cup photos
+    scaled to 20-50% of the shorter side, pasted inside an ellipse, never overlapping), and
+    `root/annotations/<split>.json` whose masks alternate between polygons and RLE, with boxes and
+    areas computed from the masks by pycocotools. Returns (json path, image folder)."""
+    import json
+
+    import pycocotools.mask as mask_util
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    photos = dict(skimage_photos())
+    image_dir, ann_dir = os.path.join(root, "images"), os.path.join(root, "annotations")
+    os.makedirs(image_dir, exist_ok=True)
+    os.makedirs(ann_dir, exist_ok=True)
+    images, annotations = [], []
+    for i in range(1, num_images + 1):
+        canvas = random_crop_resized(photos[_BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))]], rng, min_side, max_side)
+        canvas = np.ascontiguousarray(canvas)
+        H, W = canvas.shape[:2]
+        placed: List[Tuple[float, float, float, float]] = []
+        for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
+            cat = int(rng.integers(len(PHOTO_OBJECTS)))
+            _, photo, (r0, r1), (c0, c1) = PHOTO_OBJECTS[cat]
+            crop = photos[photo][r0:r1, c0:c1]
+            scale = float(rng.uniform(0.2, 0.5)) * min(H, W) / max(crop.shape[:2])
+            w, h = max(8, round(crop.shape[1] * scale)), max(8, round(crop.shape[0] * scale))
+            for _try in range(20):  # a place that overlaps no earlier object
+                x, y = int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1))
+                if all(x + w <= a or a + c <= x or y + h <= b or b + d <= y for a, b, c, d in placed):
+                    break
+            else:
+                continue
+            placed.append((x, y, w, h))
+            polygon = _ellipse_polygon(x, y, w, h)
+            rle = mask_util.merge(mask_util.frPyObjects([polygon], H, W))
+            inside = mask_util.decode(rle).astype(bool)  # the pixels the annotation covers, exactly
+            canvas[inside] = _paste(canvas, crop, x, y, w, h)[inside]
+            ann_id = len(annotations) + 1
+            if ann_id % 2:
+                segmentation = [polygon]
+            else:
+                segmentation = {"size": [H, W], "counts": rle["counts"].decode("ascii")}
+            annotations.append({"id": ann_id, "image_id": i, "category_id": cat + 1, "iscrowd": 0,
+                                "segmentation": segmentation, "area": float(mask_util.area(rle)),
+                                "bbox": [round(float(v), 2) for v in mask_util.toBbox(rle)]})
+        name = f"{split}_{i:06d}.jpg"
+        Image.fromarray(canvas).save(os.path.join(image_dir, name), quality=quality, subsampling=2)
+        images.append({"id": i, "file_name": name, "height": H, "width": W})
+    categories = [{"id": k + 1, "name": o[0], "supercategory": "thing"} for k, o in enumerate(PHOTO_OBJECTS)]
+    json_path = os.path.join(ann_dir, f"{split}.json")
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    return json_path, image_dir
+
+
+def _paste(canvas: np.ndarray, crop: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
+    """`canvas` with `crop` resized into the rectangle (x, y, w, h) (a copy; the caller keeps the mask's pixels)."""
+    import cv2
+
+    out = canvas.copy()
+    out[y:y + h, x:x + w] = cv2.resize(np.ascontiguousarray(crop), (w, h), interpolation=cv2.INTER_AREA)
+    return out

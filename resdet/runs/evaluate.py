@@ -1,13 +1,18 @@
 """`tools/eval.py`: COCO evaluation with pycocotools (bbox and segm): the 12-number summary and a
-per-category AP table, saved as OUTPUT_DIR/.../coco_eval.json.
+per-category AP table, saved as coco_eval.json in a new folder.
 
-With a model (inference on the GPU, or the CPU when there is none):
-    python tools/eval.py --config configs/coco_r50.yaml --weights model_final.pth [--dataset coco_2017_val]
-        [--output-dir DIR] [KEY VALUE ...]
-    torchrun --nproc_per_node N tools/eval.py --config ...           (DDP inference, results gathered)
+A training run's checkpoint carries the run's resolved config, and is evaluated with it by default:
+    python tools/eval.py --weights output/run/model_final.pth [--dataset NAME] [--output-dir DIR] [KEY VALUE ...]
+With a config file (converted weights, or another config on purpose: every INPUT/MODEL/TEST key that
+differs from the checkpoint's is named, and refused unless --allow-config-mismatch):
+    python tools/eval.py --config configs/coco_r50.yaml --weights model_final.pth [KEY VALUE ...]
+    torchrun --nproc_per_node N tools/eval.py --weights ...          (DDP inference, results gathered)
 From a results file written earlier (no model):
     python tools/eval.py --gt annotations.json --results coco_instances_results.json [--iou-types bbox segm]
 Both the ground truth and the results are validated first; a problem is an error naming the entry.
+Results go to a new folder each time (_2, _3, ... after the first), never over the training run's own
+inference/ results: <checkpoint folder>/eval/<checkpoint>_<dataset>/, or <results folder>/eval/<results
+name>/ for a results file; --output-dir says otherwise.
 """
 from __future__ import annotations
 
@@ -24,20 +29,27 @@ from resdet.evaluation.coco import BACKENDS
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="model config (YAML), to evaluate a model")
-    p.add_argument("--weights", default="", help="checkpoint to evaluate (default: MODEL.WEIGHTS)")
+    p.add_argument("--config", help="model config (YAML); default: the config stored in the --weights checkpoint")
+    p.add_argument("--weights", default="", help="checkpoint to evaluate (default: MODEL.WEIGHTS of --config)")
     p.add_argument("--dataset", default="", help="registered dataset name (default: DATASETS.TEST[0])")
     p.add_argument("--gt", help="ground-truth COCO JSON, to evaluate a results file")
     p.add_argument("--results", help="COCO results JSON to evaluate against --gt")
     p.add_argument("--iou-types", nargs="+", default=["bbox", "segm"], choices=["bbox", "segm"])
-    p.add_argument("--output-dir", default="", help="where results and coco_eval.json go")
+    p.add_argument("--output-dir", default="", help="where results and coco_eval.json go (default: a new folder "
+                   "<checkpoint folder>/eval/<checkpoint>_<dataset>)")
     p.add_argument("--backend", default="", choices=("",) + BACKENDS,
                    help="COCOeval implementation (default: TEST.COCO_EVAL_BACKEND, i.e. pycocotools)")
+    p.add_argument("--allow-config-mismatch", action="store_true",
+                   help="evaluate with --config even where its INPUT/MODEL/TEST keys differ from the checkpoint's "
+                        "training config (a warning names them; without this flag it is an error)")
     p.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
     # Intermixed: options may come before, between or after the KEY VALUE pairs.
     args = p.parse_intermixed_args(argv)
-    if bool(args.config) == bool(args.results):
-        p.error("give either --config (evaluate a model) or --gt and --results (evaluate a results file)")
+    if args.results and (args.config or args.weights):
+        p.error("give either --weights/--config (evaluate a model) or --gt and --results (evaluate a results file)")
+    if not (args.results or args.config or args.weights):
+        p.error("give --weights CHECKPOINT (a training checkpoint, evaluated with its own config), --config CONFIG "
+                "[--weights W], or --gt GT --results RESULTS")
     if args.results and not args.gt:
         p.error("--results needs --gt, the ground truth it is scored against")
     return args
@@ -55,44 +67,83 @@ def inference_device(name: str, device_count: Optional[int] = None):
     return get_device(name, local_rank=local_rank, device_count=device_count, cpu_fallback=True)
 
 
+def evaluation_config(args):
+    """The config to evaluate with: the checkpoint's own (plus KEY VALUE overrides) when --config is
+    not given; --config (plus overrides) otherwise, checked against the checkpoint's when it has one."""
+    from resdet.config import load_config
+    from resdet.engine.checkpoint_config import config_for_checkpoint
+
+    extra = ["TEST.COCO_EVAL_BACKEND", args.backend] if args.backend else []
+    weights = args.weights
+    if not weights and args.config:
+        weights = load_config(args.config, args.opts).MODEL.WEIGHTS
+        if not weights:
+            print("warning: no --weights and no MODEL.WEIGHTS: evaluating an untrained model", file=sys.stderr)
+            return load_config(args.config, args.opts + extra)
+    return config_for_checkpoint(weights, args.config, args.opts + extra,
+                                 on_mismatch="warn" if args.allow_config_mismatch else "error")
+
+
+def new_output_dir(base: str, name: str) -> str:
+    """A folder no earlier evaluation wrote: <base>/eval/<name>, else <name>_2, _3, ... (made on rank 0
+    and shared, so every process writes the same one)."""
+    from resdet.engine import broadcast_object, is_main_process
+
+    path = None
+    if is_main_process():
+        first = os.path.join(base, "eval", name)
+        for n in range(1, 100000):
+            path = first if n == 1 else f"{first}_{n}"
+            try:
+                os.makedirs(path)  # exist_ok=False: claims the folder even against a concurrent eval
+                break
+            except FileExistsError:
+                continue
+    return broadcast_object(path)
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
 @record
 def main(argv=None):
     args = parse_args(argv)
     if args.results:
         from resdet.evaluation.coco import evaluate_results_file
 
-        out = args.output_dir or os.path.dirname(os.path.abspath(args.results))
+        out = args.output_dir or new_output_dir(os.path.dirname(os.path.abspath(args.results)), _stem(args.results))
         metrics = evaluate_results_file(args.gt, args.results, args.iou_types, output_dir=out,
                                         backend=args.backend or "pycocotools")
         print(f"Saved {os.path.join(out, 'coco_eval.json')}")
         return metrics
 
-    from resdet.config import load_config
     from resdet.detection.rcnn import build_detection_model
+    from resdet.detection.weights import load_detection_weights
     from resdet.engine import cleanup, init_distributed, is_main_process
-    from resdet.engine.checkpoint import Checkpointer
+    from resdet.engine.logging import json_safe
     from resdet.evaluation.inference import evaluate_detection_model
-
     from resdet.runs.train_det import refuse_cudnn_benchmark
 
-    # --weights is MODEL.WEIGHTS: the backbone then needs no weights file of its own, and a VARIANT "auto"
-    # follows the config the checkpoint was trained with
-    cfg = load_config(args.config, args.opts + (["TEST.COCO_EVAL_BACKEND", args.backend] if args.backend else [])
-                      + (["MODEL.WEIGHTS", args.weights] if args.weights else []))
+    cfg = evaluation_config(args)
+    if not (args.dataset or cfg.DATASETS.TEST):
+        from resdet.config import ConfigError
+
+        raise ConfigError("DATASETS.TEST is empty and no --dataset given: nothing to evaluate on")
     refuse_cudnn_benchmark(cfg)
     device = inference_device(cfg.MODEL.DEVICE)
     init_distributed(device=device, timeout_minutes=cfg.DIST.TIMEOUT_MINUTES)
     model = build_detection_model(cfg).to(device)
-    weights = cfg.MODEL.WEIGHTS
-    if weights:
-        Checkpointer("", model).load_model(weights, strict=True)
-    else:
-        print("warning: no --weights and no MODEL.WEIGHTS: evaluating an untrained model", file=sys.stderr)
+    if cfg.MODEL.WEIGHTS:
+        load_detection_weights(model, cfg.MODEL.WEIGHTS, strict=True)
     name = args.dataset or cfg.DATASETS.TEST[0]
-    out = args.output_dir or os.path.join(cfg.OUTPUT_DIR, "inference", name)
+    # next to the checkpoint, named after it and the dataset: never over the training's inference/<dataset>/
+    weights = cfg.MODEL.WEIGHTS
+    out = args.output_dir or new_output_dir(os.path.dirname(os.path.abspath(weights)) if weights else cfg.OUTPUT_DIR,
+                                            f"{_stem(weights) if weights else 'untrained'}_{name}")
     metrics = evaluate_detection_model(cfg, model, device, name, output_dir=out)
     if is_main_process() and "inference" in metrics:
-        print(json.dumps(metrics["inference"]))
+        print(json.dumps(json_safe(metrics["inference"])))
         print(f"Saved {os.path.join(out, 'coco_eval.json')} and coco_instances_results.json")
     cleanup()
     return metrics

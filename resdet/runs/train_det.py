@@ -12,7 +12,6 @@ checkpoints and periodic COCO evaluation -> final evaluation and a picture of pr
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -38,9 +37,11 @@ def build_argument_parser() -> argparse.ArgumentParser:
 
 
 def _check_classes(cfg, metadata) -> None:
+    from resdet.config import ConfigError
+
     k = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     if metadata.num_classes != k:
-        raise ValueError(f"MODEL.ROI_HEADS.NUM_CLASSES is {k} but the training data has {metadata.num_classes} "
+        raise ConfigError(f"MODEL.ROI_HEADS.NUM_CLASSES is {k} but the training data has {metadata.num_classes} "
                          f"categories ({', '.join(metadata.thing_classes[:10])}...); set it to {metadata.num_classes}")
 
 
@@ -101,6 +102,25 @@ def _load_for_evaluation(cfg, model, resume: bool) -> None:
     logger.info("Evaluating %s", path)
 
 
+def _resolve_training_length(cfg):
+    """SOLVER.MAX_EPOCHS and the *_FRACTION keys turned into iterations (engine.schedules), counting the
+    training images when epochs are asked for; the resolved config replaces config.yaml. Returns
+    (cfg, (records, metadata) or None), the records to be reused by the training loader."""
+    from resdet.config import save_config
+    from resdet.data.loader import load_train_records
+    from resdet.engine.distributed import is_main_process
+    from resdet.engine.schedules import resolve_training_length
+
+    records = None
+    if cfg.SOLVER.MAX_EPOCHS > 0:
+        records = load_train_records(cfg.DATASETS.TRAIN, cfg.DATASETS.FILTER_EMPTY_ANNOTATIONS,
+                                     cfg.DATASETS.CHECK_IMAGES, cfg.DATALOADER.SKIP_BAD_IMAGES)
+    resolved = resolve_training_length(cfg, len(records[0]) if records else 0)
+    if resolved is not cfg and is_main_process():
+        save_config(resolved, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    return resolved, records
+
+
 def _evaluate_all(cfg, model, device) -> Dict:
     from resdet.engine.distributed import broadcast_buffers
     from resdet.evaluation.inference import evaluate_detection_model
@@ -153,7 +173,15 @@ def train_detection(cfg, resume: bool = False, eval_only: bool = False) -> Dict:
     if not eval_only:
         _warn_frozen_random_backbone(cfg, resume)
     register_from_config(cfg)
+    train_records = None
+    if not eval_only:
+        cfg, train_records = _resolve_training_length(cfg)
     model = build_model(_without_backbone_weights(cfg) if resumed_from else cfg, device)
+    if cfg.MODEL.WEIGHTS and not resume:  # a class-count mismatch named by its key, not a tensor-size list
+        from resdet.detection.weights import check_num_classes
+        from resdet.engine.checkpoint import load_checkpoint
+
+        check_num_classes(load_checkpoint(cfg.MODEL.WEIGHTS), model, cfg.MODEL.WEIGHTS)
     if eval_only:
         _load_for_evaluation(cfg, model, resume)
         results = _evaluate_all(cfg, model, device)
@@ -162,7 +190,7 @@ def train_detection(cfg, resume: bool = False, eval_only: bool = False) -> Dict:
         return results
 
     state = build_training_state(cfg, model, resume=resume)
-    loader = build_detection_train_loader(cfg, start_iter=state.start_iter)
+    loader = build_detection_train_loader(cfg, start_iter=state.start_iter, train_records=train_records)
     _check_classes(cfg, loader.metadata)
     trainer = build_trainer(cfg, model, loader, state, eval_fn=lambda: _evaluate_all(cfg, model, device))
     trainer.train()
@@ -172,9 +200,10 @@ def train_detection(cfg, resume: bool = False, eval_only: bool = False) -> Dict:
     if results:
         from resdet.engine.distributed import is_main_process
 
-        if is_main_process():
-            with open(os.path.join(cfg.OUTPUT_DIR, "final_metrics.json"), "w", encoding="utf-8") as f:
-                json.dump(results, f, indent=1)
+        if is_main_process():  # strict JSON: a metric that is NaN (no ground truth of a size) is null
+            from resdet.engine.logging import write_json
+
+            write_json(results, os.path.join(cfg.OUTPUT_DIR, "final_metrics.json"))
     cleanup()
     return results
 

@@ -18,8 +18,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-__all__ = ["seed_all", "get_device", "get_rng_state", "set_rng_state", "set_deterministic", "set_cudnn_benchmark",
-           "peak_memory_mib"]
+__all__ = ["seed_all", "DeviceError", "get_device", "get_rng_state", "set_rng_state", "set_deterministic",
+           "set_cudnn_benchmark", "peak_memory_mib"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ def seed_all(seed: int) -> int:
     return seed
 
 
+class DeviceError(ValueError, RuntimeError):
+    """MODEL.DEVICE names no device, or one this machine does not have; the message says which."""
+
+
 def get_device(name: str = "cuda", local_rank: Optional[int] = None, *, device_count: Optional[int] = None,
                cpu_fallback: bool = False) -> torch.device:
     """The torch device for a config string ("cuda", "cuda:N", "cpu", "mps").
@@ -58,7 +62,7 @@ def get_device(name: str = "cuda", local_rank: Optional[int] = None, *, device_c
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"MODEL.DEVICE: '{name}' is not a device name (expected 'cuda', 'cuda:N' or 'cpu')") from e
+        raise DeviceError(f"MODEL.DEVICE: '{name}' is not a device name (expected 'cuda', 'cuda:N' or 'cpu')") from e
     if device.type == "cuda":
         count = torch.cuda.device_count() if device_count is None else int(device_count)
         available = torch.cuda.is_available() if device_count is None else count > 0
@@ -66,7 +70,7 @@ def get_device(name: str = "cuda", local_rank: Optional[int] = None, *, device_c
             if cpu_fallback:
                 logger.warning("MODEL.DEVICE is %r but no GPU is available: running on the CPU", name)
                 return torch.device("cpu")
-            raise RuntimeError(
+            raise DeviceError(
                 f"MODEL.DEVICE is '{name}' but no CUDA GPU is available to this process "
                 "(torch.cuda.is_available() is False); set MODEL.DEVICE cpu to run on the CPU"
             )
@@ -76,16 +80,16 @@ def get_device(name: str = "cuda", local_rank: Optional[int] = None, *, device_c
             index = local_rank or 0
             if index >= count:
                 if count != 1:
-                    raise RuntimeError(
+                    raise DeviceError(
                         f"LOCAL_RANK={index} but this process sees {count} GPUs: start at most {count} processes "
                         "per machine (torchrun --nproc_per_node), or show each process one GPU"
                     )
                 index = 0  # one visible GPU per process: LOCAL_RANK counts processes, not this process's GPUs
         if index >= count:
-            raise RuntimeError(f"MODEL.DEVICE '{name}' (GPU index {index}) asked for, but only {count} GPU(s) exist")
+            raise DeviceError(f"MODEL.DEVICE '{name}' (GPU index {index}) asked for, but only {count} GPU(s) exist")
         return torch.device("cuda", index)
     if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise RuntimeError(f"MODEL.DEVICE is '{name}' but the MPS backend is not available")
+        raise DeviceError(f"MODEL.DEVICE is '{name}' but the MPS backend is not available")
     return device
 
 

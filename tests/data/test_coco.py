@@ -196,3 +196,37 @@ def test_dangling_annotation_error_names_the_file(tmp_path):
     json_path, image_dir, _ = write_case(tmp_path, data)
     with pytest.raises(CocoFormatError, match=r"instances.json.*\n.*annotation 13 points at image_id 12345"):
         load_coco_json(json_path, image_dir)
+
+
+def test_a_wrong_image_folder_names_the_config_key(tmp_path):
+    """The first missing image checks the folder: missing, holding none of the JSON's files, or some."""
+    from resdet.config import load_config
+    from resdet.data.catalog import get_detection_dataset, register_from_config
+    from resdet.data.folders import MissingDatasetError
+
+    json_path, image_dir, _ = write_case(tmp_path)
+
+    def dataset(folder, skip=False):
+        cfg = load_config(None, ["DATASETS.CUSTOM_NAMES", "('mine_train', 'mine_val')",
+                                 "DATASETS.CUSTOM_JSONS", f"('{json_path}', '{json_path}')",
+                                 "DATASETS.CUSTOM_IMAGE_DIRS", f"('{image_dir}', '{folder}')"])
+        register_from_config(cfg)
+        return get_detection_dataset("mine_val", filter_empty=False, check_images="none", skip_bad_images=skip)
+
+    typo = os.path.join(str(tmp_path), "imgaes")
+    with pytest.raises(MissingDatasetError, match=r"DATASETS.CUSTOM_IMAGE_DIRS\[1\] of 'mine_val': image folder "
+                                                  rf"'{typo}' does not exist"):
+        dataset(typo)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.jpg").write_bytes(b"")
+    # a folder without the JSON's files is an error even when bad images may be skipped
+    with pytest.raises(MissingDatasetError, match=r"DATASETS.CUSTOM_IMAGE_DIRS\[1\] of 'mine_val': 0 of 4 files .*"
+                                                  r"found in image folder .*other.*holds \['x.jpg'\]"):
+        dataset(str(other), skip=True)
+    os.remove(os.path.join(image_dir, "b.jpg"))
+    with pytest.raises(ImageFileError, match=r"not found: .*b.jpg.*; DATASETS.CUSTOM_IMAGE_DIRS\[1\] of 'mine_val': "
+                                             r"3 of 4 files .* found"):
+        dataset(image_dir)
+    records, _ = dataset(image_dir, skip=True)  # some missing, skipping asked for: left out with a warning
+    assert [r["image_id"] for r in records] == [1, 3, 4]

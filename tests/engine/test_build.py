@@ -64,7 +64,8 @@ def test_metric_writer_lines_and_errors(tmp_path):
         w.write(7, v=torch.ones(2))
     w.close()
     assert read_metrics(str(tmp_path / "metrics.jsonl")) == [
-        {"iteration": 5, "loss": 0.25, "lr": 0.1}, {"iteration": 6, "loss": "nan"}]
+        {"iteration": 5, "loss": 0.25, "lr": 0.1}, {"iteration": 6, "loss": None}]  # NaN is written null
+    assert '"loss": null' in (tmp_path / "metrics.jsonl").read_text()
     # resuming at 5 drops what came after the checkpoint; an append-only writer keeps everything
     MetricWriter(str(tmp_path), start_iter=5, tensorboard=False, enabled=True).close()
     assert [r["iteration"] for r in read_metrics(str(tmp_path / "metrics.jsonl"))] == [5]
@@ -72,3 +73,17 @@ def test_metric_writer_lines_and_errors(tmp_path):
     with pytest.raises(ValueError, match="metrics.jsonl:2: not a JSON object"):
         read_metrics(str(tmp_path / "metrics.jsonl"))
     assert not os.path.exists(tmp_path / "log.txt")
+
+
+def test_json_files_write_null_for_nan(tmp_path):
+    import json
+
+    from resdet.engine.logging import write_json
+
+    path = write_json({"bbox/APs": float("nan"), "x": [float("inf"), 1.5, torch.tensor(2.0)], "n": 3},
+                      str(tmp_path / "final_metrics.json"))
+
+    def refuse(name):
+        raise ValueError(f"bare {name} in the file")
+
+    assert json.loads(open(path).read(), parse_constant=refuse) == {"bbox/APs": None, "x": [None, 1.5, 2.0], "n": 3}

@@ -152,3 +152,29 @@ def test_build_optimizer_linear_scaling_and_kinds():
     with pytest.raises(ValueError, match="unknown optimizer 'Lion'"):
         build_optimizer(cfg, _Net())
     assert scaled_lr(0.1, 128, 256) == pytest.approx(0.05)
+
+
+def test_training_length_in_epochs_and_fractions():
+    from resdet.config import ConfigError, load_config
+    from resdet.engine.schedules import resolve_training_length
+
+    cfg = load_config(None, ["SOLVER.MAX_EPOCHS", "36", "SOLVER.IMS_PER_BATCH", "4", "SOLVER.STEPS_FRACTIONS",
+                             "(0.8, 0.95)", "SOLVER.CHECKPOINT_PERIOD_FRACTION", "0.25",
+                             "TEST.EVAL_PERIOD_FRACTION", "0.25"])
+    out = resolve_training_length(cfg, num_images=170)
+    # 36 passes over 170 images at 4 per step: ceil(1530) steps; lr steps, checkpoints, evaluations follow
+    assert out.SOLVER.MAX_ITER == 1530 and out.SOLVER.STEPS == (1224, 1454)
+    assert out.SOLVER.CHECKPOINT_PERIOD == 382 and out.TEST.EVAL_PERIOD == 382
+    assert out.is_frozen() and cfg.SOLVER.MAX_ITER == 90000  # a resolved copy; the input is unchanged
+    assert resolve_training_length(cfg, 171).SOLVER.MAX_ITER == 1539  # 36 * 171 / 4 = 1539 exactly
+    # fractions alone apply to MAX_ITER as given; nothing to resolve returns the config itself
+    only = load_config(None, ["SOLVER.MAX_ITER", "1000", "TEST.EVAL_PERIOD_FRACTION", "0.1"])
+    assert resolve_training_length(only, 0).TEST.EVAL_PERIOD == 100
+    plain = load_config(None)
+    assert resolve_training_length(plain, 170) is plain
+    with pytest.raises(ConfigError, match="TEST.EVAL_PERIOD_FRACTION must be a fraction of training in \\(0, 1\\]; got 2.0"):
+        resolve_training_length(load_config(None, ["TEST.EVAL_PERIOD_FRACTION", "2.0"]), 10)
+    with pytest.raises(ConfigError, match="SOLVER.STEPS_FRACTIONS must increase"):
+        resolve_training_length(load_config(None, ["SOLVER.STEPS_FRACTIONS", "(0.9, 0.5)"]), 10)
+    with pytest.raises(ConfigError, match="training set has none"):
+        resolve_training_length(load_config(None, ["SOLVER.MAX_EPOCHS", "2"]), 0)

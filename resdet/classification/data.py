@@ -13,7 +13,6 @@ batch would see.
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -21,9 +20,9 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms.v2 import functional as TF
 
-from resdet.data.folders import (ImageFolderDataset, MissingDatasetError, DeviceBatches, dataset_format,
-                                 decode_image_folder, iterate_in_order, load_cifar10_python, mean_image,
-                                 resolve_dataset_root, split_holdout, _cifar_dir)
+from resdet.data.folders import (ImageFolderDataset, MissingDatasetError, DeviceBatches, cifar10_class_names,
+                                 dataset_format, decode_image_folder, iterate_in_order, load_cifar10_python,
+                                 mean_image, resolve_dataset_root, split_holdout)
 from resdet.data.samplers import InfiniteSampler
 
 from .ten_crop import ten_crop
@@ -54,12 +53,8 @@ def _fixed_subset(n: int, limit: int) -> torch.Tensor:
 
 
 def _cifar_class_names(root: str) -> List[str]:
-    meta = os.path.join(_cifar_dir(root) or root, "batches.meta")
-    try:
-        with open(meta, "rb") as f:
-            return [n.decode() if isinstance(n, bytes) else n for n in pickle.load(f, encoding="bytes")[b"label_names"]]
-    except (OSError, KeyError, pickle.UnpicklingError):
-        return [str(i) for i in range(10)]
+    # batches.meta goes through the restricted unpickler (a refused file is an error, not a fallback)
+    return cifar10_class_names(root) or [str(i) for i in range(10)]
 
 
 def _check_classes(cfg, n: int, where: str) -> None:

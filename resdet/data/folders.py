@@ -4,7 +4,8 @@ Three ways in:
 - `ImageFolderDataset(root, split, transform)`: `<root>/<split>/<class>/<image>` (ImageNet's layout, or
   CIFAR-10 exported as JPEGs), streamed from disk; an unreadable image raises `CorruptImageError`
   naming its path.
-- `load_cifar10_python(root, train)`: CIFAR-10's `cifar-10-batches-py` pickles as uint8 tensors.
+- `load_cifar10_python(root, train)`: CIFAR-10's `cifar-10-batches-py` pickles as uint8 tensors, read with a
+  restricted unpickler (resdet/data/safe_pickle.py) that refuses any global but numpy's array ones.
 - `decode_image_folder(dataset)`: a small fixed-size image-folder dataset decoded once into a uint8 tensor.
 
 Decoded tensors feed `DeviceBatches` (training: index, pad-crop-flip, all batched on the device, exactly
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -25,9 +25,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
+from .safe_pickle import UnsafePickleError, load_restricted_pickle
+
 __all__ = [
     "MissingDatasetError", "CorruptImageError", "resolve_dataset_root", "dataset_format",
-    "read_image_rgb", "ImageFolderDataset", "load_cifar10_python", "decode_image_folder",
+    "read_image_rgb", "ImageFolderDataset", "load_cifar10_python", "cifar10_class_names", "decode_image_folder",
     "split_holdout", "DeviceBatches", "mean_image", "iterate_in_order",
 ]
 
@@ -148,10 +150,12 @@ def load_cifar10_python(root: str, train: bool) -> Tuple[torch.Tensor, torch.Ten
         if not os.path.isfile(path):
             raise MissingDatasetError(f"CIFAR-10 batch file '{path}' is missing. " + PREPARE_HINT)
         try:
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
+            # Never plain pickle.load: a crafted batch file would run code (see safe_pickle.py).
+            batch = load_restricted_pickle(path)
             data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             lab = np.asarray(batch[b"labels"], dtype=np.int64)
+        except UnsafePickleError:
+            raise  # names the file and the refused global already
         except Exception as e:
             raise CorruptImageError(f"Cannot read CIFAR-10 batch '{path}': {type(e).__name__}: {e}") from e
         if len(data) != len(lab):
@@ -159,6 +163,21 @@ def load_cifar10_python(root: str, train: bool) -> Tuple[torch.Tensor, torch.Ten
         images.append(torch.from_numpy(data))
         labels.append(torch.from_numpy(lab))
     return torch.cat(images), torch.cat(labels)
+
+
+def cifar10_class_names(root: str) -> Optional[List[str]]:
+    """The class names in `batches.meta` beside the python batches, or None when there is no such file.
+    Read with the restricted unpickler: a meta file naming any other global raises UnsafePickleError."""
+    meta = os.path.join(_cifar_dir(root) or root, "batches.meta")
+    if not os.path.isfile(meta):
+        return None
+    try:
+        names = load_restricted_pickle(meta)[b"label_names"]
+    except UnsafePickleError:
+        raise
+    except Exception as e:
+        raise CorruptImageError(f"Cannot read CIFAR-10 class names from '{meta}': {type(e).__name__}: {e}") from e
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
 def decode_image_folder(dataset: ImageFolderDataset) -> Tuple[torch.Tensor, torch.Tensor]:

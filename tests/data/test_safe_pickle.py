@@ -49,6 +49,20 @@ def test_numpy_scalars_and_protocol_5_arrays_load(tmp_path):
         assert np.array_equal(out[b"data"], obj[b"data"]) and out[b"labels"] == [3, 4] and out["s"] == "x"
 
 
+def test_numpy_1x_names_of_the_official_files_load(tmp_path):
+    """The official files were written by numpy 1.x, whose pickles name numpy.core.multiarray._reconstruct
+    (numpy 2 writes numpy._core); both resolve to the installed numpy's function."""
+    path = str(tmp_path / "data_batch_1")
+    data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    raw = pickle.dumps({b"data": data, b"labels": [1, 2]}, protocol=2)
+    raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")   # GLOBAL lines end with newlines
+    assert b"numpy.core.multiarray\n_reconstruct" in raw
+    with open(path, "wb") as f:
+        f.write(raw)
+    out = load_restricted_pickle(path)
+    assert np.array_equal(out[b"data"], data) and out[b"labels"] == [1, 2]
+
+
 class _RunsCode:
     """Unpickling this calls os.system (or anything else named), which must never happen."""
 

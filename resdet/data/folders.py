@@ -14,6 +14,7 @@ Missing data raises `MissingDatasetError`, which says where it looked and how to
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -231,12 +232,16 @@ class DeviceBatches:
     starting at its rank, the same interleaving as the sampler's shards, so N processes see exactly the
     augmented images one process would with the N-times-larger batch. Resuming at iteration t needs
     nothing but t and a sampler started at t * batch_size.
+
+    Indices are taken from the sampler `prefetch_steps` batches at a time and copied to the device in one
+    pinned, non-blocking copy: a per-step copy from a Python list would wait for the GPU every step (a
+    pageable host-to-device copy synchronises), which stalls a CUDA-graph or compiled step.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: Iterator[int],
                  *, pad: int = 4, crop: Optional[int] = None, hflip: bool = True,
                  pad_value: Sequence[float] = (0.0, 0.0, 0.0), seed: int = 0, start_iter: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, prefetch_steps: int = 64):
         if images.dim() != 4 or images.dtype != torch.uint8:
             raise ValueError(f"images must be uint8 [N, C, H, W]; got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -264,6 +269,10 @@ class DeviceBatches:
         self.sampler = iter(sampler)
         self.seed, self.iteration = seed, start_iter
         self.rank, self.world_size = rank, world_size
+        if prefetch_steps < 1:
+            raise ValueError(f"prefetch_steps must be >= 1; got {prefetch_steps}")
+        self.prefetch_steps = prefetch_steps
+        self._indices, self._used = None, 0
 
     def __iter__(self):
         return self
@@ -273,8 +282,22 @@ class DeviceBatches:
         g.manual_seed((self.seed * 1_000_003 + self.iteration) % (2**63))
         return g
 
+    def _next_indices(self) -> torch.Tensor:
+        if self._indices is None or self._used == len(self._indices):
+            n = self.batch_size * self.prefetch_steps
+            host = torch.tensor(list(itertools.islice(self.sampler, n)), dtype=torch.int64)
+            host = host[: len(host) // self.batch_size * self.batch_size]  # a finite sampler: whole batches only
+            if len(host) == 0:
+                raise StopIteration
+            if self.device.type == "cuda":
+                host = host.pin_memory()
+            self._indices, self._used = host.to(self.device, non_blocking=True), 0
+        idx = self._indices[self._used:self._used + self.batch_size]
+        self._used += self.batch_size
+        return idx
+
     def __next__(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.tensor([next(self.sampler) for _ in range(self.batch_size)], device=self.device)
+        idx = self._next_indices()
         images = self.augment(self.images[idx], self._generator())
         self.iteration += 1
         return images, self.labels[idx]

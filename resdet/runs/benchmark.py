@@ -5,6 +5,7 @@ module beside it (benchmark_det.py: the detectors).
 
   python tools/benchmark.py --device cpu --size 256 --batch 2 --iters 3
   python tools/benchmark.py --device cuda --size 800x1216 --batch 8 --iters 20 --amp fp16
+  python tools/benchmark.py --cifar --device cuda --depth 20     # CIFAR step: eager vs compiled / CUDA graph
 """
 from __future__ import annotations
 
@@ -30,7 +31,15 @@ def _size(text: str):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--cifar" in argv:  # its own options and defaults (batch 128, depth, rounds): benchmark_cifar.py
+        from .benchmark_cifar import main as cifar_main
+
+        return cifar_main([a for a in argv if a != "--cifar"])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cifar", action="store_true",
+                   help="time the CIFAR training step instead, eager vs compiled / CUDA graph "
+                        "(see `--cifar --help`; resdet/runs/benchmark_cifar.py)")
     p.add_argument("--arch", choices=["maskrcnn", "fasterrcnn", "both"], default="both")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--size", type=_size, default=(800, 1216), help="N (square) or HxW")

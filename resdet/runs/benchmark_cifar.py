@@ -13,7 +13,7 @@ capture are reported as setup_s), then the modes are timed in turn, `rounds` tim
 each mode's median is reported with its ratio to eager's.
 
 `cifar_step_rates(device, depth=20, iters=200, batch=128)` returns the rows (one per mode) for other
-benchmarks (e.g. a GPU suite) to include.
+benchmarks (e.g. the GPU suite, resdet/runs/benchmark_suite.py) to include.
 """
 from __future__ import annotations
 
@@ -132,13 +132,14 @@ def cifar_step_rates(device="cuda", depth: int = 20, iters: int = 200, batch: in
                      progress: Optional[Callable[[Dict], None]] = None) -> List[Dict]:
     """Median iterations/s of each step mode over `rounds` alternating segments of `iters` steps, after
     `warmup` steps (compilation, capture) per mode. Rows: {"kind", "mode", "device", "depth", "batch",
-    "amp", "channels_last", "it_per_s", "img_per_s", "ms_per_iter", "ratio_to_eager", "setup_s",
-    "rounds_it_per_s", "iters"}. Default modes: all four on CUDA, eager and compiled on the CPU."""
+    "amp", "precision", "channels_last", "it_per_s", "img_per_s", "ms_per_iter", "ratio_to_eager",
+    "setup_s", "rounds_it_per_s", "iters"}. Default modes: all four on CUDA; on the CPU eager only
+    (compiling there costs a minute or more: ask for "compiled", as `tools/benchmark.py --cifar` does)."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("cifar_step_rates: a CUDA device was asked for but none is visible")
     if modes is None:
-        modes = ALL_MODES if device.type == "cuda" else ("eager", "compiled")
+        modes = ALL_MODES if device.type == "cuda" else ("eager",)
     bad = [m for m in modes if m not in ALL_MODES]
     if bad or "eager" not in modes:
         raise ValueError(f"modes must include 'eager' and come from {ALL_MODES}; got {list(modes)}")
@@ -165,8 +166,9 @@ def cifar_step_rates(device="cuda", depth: int = 20, iters: int = 200, batch: in
     rows = []
     for mode in modes:
         r = statistics.median(rates[mode])
+        precision = amp or ("float32 (TF32)" if device.type == "cuda" else "float32")
         row = {"kind": "cifar_step", "mode": mode, "device": str(device), "depth": depth, "batch": batch, "amp": amp,
-               "channels_last": channels_last, "it_per_s": r, "img_per_s": r * batch, "ms_per_iter": 1000.0 / r,
+               "precision": precision, "channels_last": channels_last, "it_per_s": r, "img_per_s": r * batch, "ms_per_iter": 1000.0 / r,
                "ratio_to_eager": r / eager, "setup_s": setup[mode], "rounds_it_per_s": rates[mode], "iters": iters}
         rows.append(row)
         if progress is not None:
@@ -193,11 +195,14 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=10, help="untimed steps per mode (compilation, capture)")
     p.add_argument("--modes", nargs="+", choices=ALL_MODES, default=None,
                    help="default: all on CUDA, eager and compiled on the CPU")
+
     p.add_argument("--amp", choices=["", "bf16"], default="")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--images", type=int, default=2048, help="photo crops held on the device")
     p.add_argument("--json", help="append one JSON line per mode to this file")
     args = p.parse_args(argv)
+    if args.modes is None and not args.device.startswith("cuda"):
+        args.modes = ["eager", "compiled"]
     rows = cifar_step_rates(args.device, args.depth, args.iters, args.batch, modes=args.modes, rounds=args.rounds,
                             warmup=args.warmup, amp=args.amp, channels_last=args.channels_last,
                             num_images=args.images,

@@ -42,6 +42,8 @@ def test_step_rates_rows_and_the_cli(tmp_path, capsys):
 
 
 def test_bad_requests_are_errors():
+    assert [r["mode"] for r in cifar_step_rates("cpu", depth=8, iters=1, batch=8, rounds=1, warmup=1,
+                                                num_images=16)] == ["eager"]   # the CPU default: no compiling
     with pytest.raises(ValueError, match="include 'eager'"):
         cifar_step_rates("cpu", modes=("compiled",))
     with pytest.raises(ValueError, match="need a CUDA device"):

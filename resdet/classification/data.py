@@ -12,7 +12,6 @@ batch would see.
 """
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
@@ -165,6 +164,8 @@ def _in_memory(cfg, root: str, device, rank: int, world_size: int) -> Classifica
 
 def _decode_some(dataset: ImageFolderDataset, indices: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """decode_image_folder of only `dataset`'s images at `indices`, in that order."""
+    import copy
+
     if len(indices) == len(dataset) and torch.equal(indices, torch.arange(len(dataset))):
         return decode_image_folder(dataset)
     part = copy.copy(dataset)   # shallow: the same class list, its own sample list

@@ -1,11 +1,10 @@
 """`tools/benchmark.py`: training steps/s and inference images/s of our Faster/Mask R-CNN against
 torchvision's, with the same weights on the same inputs in the same process; prints a table with the
 ratio (ours / torchvision). This module is the command line; each kind of measurement lives in its own
-module beside it (benchmark_det.py: the detectors).
+module beside it (benchmark_det.py: the detectors; benchmark_cifar.py: the CIFAR training step, --cifar).
 
   python tools/benchmark.py --device cpu --size 256 --batch 2 --iters 3
   python tools/benchmark.py --device cuda --size 800x1216 --batch 8 --iters 20 --amp fp16
-  python tools/benchmark.py --cifar --device cuda --depth 20     # CIFAR step: eager vs compiled / CUDA graph
 """
 from __future__ import annotations
 

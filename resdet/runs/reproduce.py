@@ -189,7 +189,7 @@ def _run_in_process(spec: RunSpec, settings: Dict[str, Any]) -> Dict[str, Any]:
         _end_segment(spec, rec, False, f"{type(e).__name__}: {e}")
         raise
     finally:
-        _release_memory(cfg.SOLVER.STEP_MODE == "compiled")
+        _release_memory(cfg.SOLVER.STEP_MODE == "compiled" or cfg.SOLVER.COMPILE)
     _end_segment(spec, rec, True)
     return results
 

@@ -7,7 +7,6 @@ no yaml.load / unsafe_load / full_load / unsafe loaders; no config merged with a
 import ast
 import os
 
-import pytest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 RESTRICTED_UNPICKLER = os.path.join("resdet", "data", "safe_pickle.py")

@@ -31,7 +31,6 @@ import dataclasses
 import gc
 import json
 import logging
-import math
 import os
 import statistics
 import subprocess

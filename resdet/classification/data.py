@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -28,9 +27,9 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms.v2 import functional as TF
 
-from resdet.data.folders import (ImageFolderDataset, MissingDatasetError, DeviceBatches, dataset_format,
-                                 decode_image_folder, iterate_in_order, load_cifar10_python, mean_image,
-                                 resolve_dataset_root, split_holdout, _cifar_dir)
+from resdet.data.folders import (ImageFolderDataset, MissingDatasetError, DeviceBatches, cifar10_class_names,
+                                 dataset_format, decode_image_folder, iterate_in_order, load_cifar10_python,
+                                 mean_image, resolve_dataset_root, split_holdout)
 from resdet.data.samplers import InfiniteSampler
 
 from .crops import CropSampler
@@ -67,12 +66,8 @@ def _fixed_subset(n: int, limit: int) -> torch.Tensor:
 
 
 def _cifar_class_names(root: str) -> List[str]:
-    meta = os.path.join(_cifar_dir(root) or root, "batches.meta")
-    try:
-        with open(meta, "rb") as f:
-            return [n.decode() if isinstance(n, bytes) else n for n in pickle.load(f, encoding="bytes")[b"label_names"]]
-    except (OSError, KeyError, pickle.UnpicklingError):
-        return [str(i) for i in range(10)]
+    # batches.meta goes through the restricted unpickler (a refused file is an error, not a fallback)
+    return cifar10_class_names(root) or [str(i) for i in range(10)]
 
 
 def _check_classes(cfg, n: int, where: str) -> None:
@@ -107,29 +102,43 @@ def _in_memory(cfg, root: str, device, rank: int, world_size: int) -> Classifica
     if cfg.CLS.INPUT.TRAIN_AUG != "pad_crop_flip":
         raise ValueError("CLS.DATA.IN_MEMORY supports CLS.INPUT.TRAIN_AUG 'pad_crop_flip' only; "
                          f"got {cfg.CLS.INPUT.TRAIN_AUG!r} (use IN_MEMORY False for per-image transforms)")
+    # take_*(indices) -> (uint8 images, labels) of those images; image folders decode only those (TRAIN_LIMIT /
+    # TEST_LIMIT runs then skip decoding the rest of a 60k-image JPEG set)
     if dataset_format(root, cfg.CLS.DATA.FORMAT) == "cifar-python":
-        train_x, train_y = load_cifar10_python(root, train=True)
-        test_x, test_y = load_cifar10_python(root, train=False)
+        all_train = load_cifar10_python(root, train=True)
+        all_test = load_cifar10_python(root, train=False)
         names = _cifar_class_names(root)
+        n_train, n_test = len(all_train[1]), len(all_test[1])
+
+        def take_train(idx):
+            return all_train[0][idx], all_train[1][idx]
+
+        def take_test(idx):
+            return all_test[0][idx], all_test[1][idx]
     else:
         train_ds = ImageFolderDataset(root, cfg.CLS.DATA.TRAIN_SPLIT)
         test_ds = ImageFolderDataset(root, cfg.CLS.DATA.TEST_SPLIT)
         if train_ds.classes != test_ds.classes:
             raise ValueError(f"Class folders differ between '{train_ds.root}' and '{test_ds.root}'")
-        train_x, train_y = decode_image_folder(train_ds)
-        test_x, test_y = decode_image_folder(test_ds)
         names = train_ds.classes
+        n_train, n_test = len(train_ds), len(test_ds)
+
+        def take_train(idx):
+            return _decode_some(train_ds, idx)
+
+        def take_test(idx):
+            return _decode_some(test_ds, idx)
     _check_classes(cfg, len(names), root)
 
     sets: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
+    keep = torch.arange(n_train)
     if cfg.CLS.DATA.HOLDOUT:
-        keep, held = split_holdout(len(train_y), cfg.CLS.DATA.HOLDOUT)
-        sets["val"] = (train_x[held], train_y[held])
-        train_x, train_y = train_x[keep], train_y[keep]
-    keep = _fixed_subset(len(train_y), cfg.CLS.DATA.TRAIN_LIMIT)
-    train_x, train_y = train_x[keep].to(device), train_y[keep].to(device)
-    keep = _fixed_subset(len(test_y), cfg.CLS.DATA.TEST_LIMIT)
-    sets["test"] = (test_x[keep], test_y[keep])
+        keep, held = split_holdout(n_train, cfg.CLS.DATA.HOLDOUT)
+        sets["val"] = take_train(held)
+    keep = keep[_fixed_subset(len(keep), cfg.CLS.DATA.TRAIN_LIMIT)]
+    train_x, train_y = take_train(keep)
+    train_x, train_y = train_x.to(device), train_y.to(device)
+    sets["test"] = take_test(_fixed_subset(n_test, cfg.CLS.DATA.TEST_LIMIT))
     if cfg.CLS.TEST.TRAIN_SUBSET:
         sub = _fixed_subset(len(train_y), cfg.CLS.TEST.TRAIN_SUBSET).to(device)
         sets["train"] = (train_x[sub], train_y[sub])  # unaugmented, evaluated like the test set
@@ -164,6 +173,19 @@ def _in_memory(cfg, root: str, device, rank: int, world_size: int) -> Classifica
 
     return ClassificationData(len(names), list(names), len(train_y), train_batches,
                               {k: eval_pass(x, y) for k, (x, y) in sets.items()}, mean_image=mean)
+
+
+def _decode_some(dataset: ImageFolderDataset, indices: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """decode_image_folder of only `dataset`'s images at `indices`, in that order."""
+    import copy
+
+    if len(indices) == len(dataset) and torch.equal(indices, torch.arange(len(dataset))):
+        return decode_image_folder(dataset)
+    part = copy.copy(dataset)   # shallow: the same class list, its own sample list
+    part.samples = [dataset.samples[i] for i in indices.tolist()]
+    part.targets = [s[1] for s in part.samples]
+    part.imgs = part.samples
+    return decode_image_folder(part)
 
 
 def _worker_seeder(seed: int, start_iter: int, rank: int):

@@ -224,6 +224,12 @@ _C.SOLVER.AMP = ""
 _C.SOLVER.CHANNELS_LAST = False
 # Wrap the model in torch.compile.
 _C.SOLVER.COMPILE = False
+# --- fast training step (resdet/engine/static_step.py) ---
+# The training step: "eager" (the plain loop), "compiled" (torch.compile of the forward/backward and the
+# update; CUDA graphs through "reduce-overhead" on a GPU) or "cuda_graph" (the whole step captured in one
+# CUDA graph and replayed; GPU only). The last two: SGD, AMP "" or "bf16", one process, fixed batch
+# shapes; the lr follows the schedule on the device and losses are read once per LOG_PERIOD.
+_C.SOLVER.STEP_MODE = "eager"
 
 # ----------------------------------------------------------------------------------------------------
 # Test / evaluation

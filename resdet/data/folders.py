@@ -4,7 +4,8 @@ Three ways in:
 - `ImageFolderDataset(root, split, transform)`: `<root>/<split>/<class>/<image>` (ImageNet's layout, or
   CIFAR-10 exported as JPEGs), streamed from disk; an unreadable image raises `CorruptImageError`
   naming its path.
-- `load_cifar10_python(root, train)`: CIFAR-10's `cifar-10-batches-py` pickles as uint8 tensors.
+- `load_cifar10_python(root, train)`: CIFAR-10's `cifar-10-batches-py` pickles as uint8 tensors, read with a
+  restricted unpickler (resdet/data/safe_pickle.py) that refuses any global but numpy's array ones.
 - `decode_image_folder(dataset)`: a small fixed-size image-folder dataset decoded once into a uint8 tensor.
 
 Decoded tensors feed `DeviceBatches` (training: index, pad-crop-flip, all batched on the device, exactly
@@ -13,9 +14,9 @@ Missing data raises `MissingDatasetError`, which says where it looked and how to
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
-import pickle
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -25,9 +26,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
+from .safe_pickle import UnsafePickleError, load_restricted_pickle
+
 __all__ = [
     "MissingDatasetError", "CorruptImageError", "resolve_dataset_root", "dataset_format",
-    "read_image_rgb", "ImageFolderDataset", "load_cifar10_python", "decode_image_folder",
+    "read_image_rgb", "ImageFolderDataset", "load_cifar10_python", "cifar10_class_names", "decode_image_folder",
     "split_holdout", "DeviceBatches", "mean_image", "iterate_in_order",
 ]
 
@@ -152,10 +155,12 @@ def load_cifar10_python(root: str, train: bool) -> Tuple[torch.Tensor, torch.Ten
         if not os.path.isfile(path):
             raise MissingDatasetError(f"CIFAR-10 batch file '{path}' is missing. " + PREPARE_HINT)
         try:
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
+            # Never plain pickle.load: a crafted batch file would run code (see safe_pickle.py).
+            batch = load_restricted_pickle(path)
             data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             lab = np.asarray(batch[b"labels"], dtype=np.int64)
+        except UnsafePickleError:
+            raise  # names the file and the refused global already
         except Exception as e:
             raise CorruptImageError(f"Cannot read CIFAR-10 batch '{path}': {type(e).__name__}: {e}") from e
         if len(data) != len(lab):
@@ -163,6 +168,21 @@ def load_cifar10_python(root: str, train: bool) -> Tuple[torch.Tensor, torch.Ten
         images.append(torch.from_numpy(data))
         labels.append(torch.from_numpy(lab))
     return torch.cat(images), torch.cat(labels)
+
+
+def cifar10_class_names(root: str) -> Optional[List[str]]:
+    """The class names in `batches.meta` beside the python batches, or None when there is no such file.
+    Read with the restricted unpickler: a meta file naming any other global raises UnsafePickleError."""
+    meta = os.path.join(_cifar_dir(root) or root, "batches.meta")
+    if not os.path.isfile(meta):
+        return None
+    try:
+        names = load_restricted_pickle(meta)[b"label_names"]
+    except UnsafePickleError:
+        raise
+    except Exception as e:
+        raise CorruptImageError(f"Cannot read CIFAR-10 class names from '{meta}': {type(e).__name__}: {e}") from e
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
 def decode_image_folder(dataset: ImageFolderDataset) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -216,12 +236,16 @@ class DeviceBatches:
     starting at its rank, the same interleaving as the sampler's shards, so N processes see exactly the
     augmented images one process would with the N-times-larger batch. Resuming at iteration t needs
     nothing but t and a sampler started at t * batch_size.
+
+    Indices are taken from the sampler `prefetch_steps` batches at a time and copied to the device in one
+    pinned, non-blocking copy: a per-step copy from a Python list would wait for the GPU every step (a
+    pageable host-to-device copy synchronises), which stalls a CUDA-graph or compiled step.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: Iterator[int],
                  *, pad: int = 4, crop: Optional[int] = None, hflip: bool = True,
                  pad_value: Sequence[float] = (0.0, 0.0, 0.0), seed: int = 0, start_iter: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, prefetch_steps: int = 64):
         if images.dim() != 4 or images.dtype != torch.uint8:
             raise ValueError(f"images must be uint8 [N, C, H, W]; got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -249,6 +273,10 @@ class DeviceBatches:
         self.sampler = iter(sampler)
         self.seed, self.iteration = seed, start_iter
         self.rank, self.world_size = rank, world_size
+        if prefetch_steps < 1:
+            raise ValueError(f"prefetch_steps must be >= 1; got {prefetch_steps}")
+        self.prefetch_steps = prefetch_steps
+        self._indices, self._used = None, 0
 
     def __iter__(self):
         return self
@@ -258,8 +286,22 @@ class DeviceBatches:
         g.manual_seed((self.seed * 1_000_003 + self.iteration) % (2**63))
         return g
 
+    def _next_indices(self) -> torch.Tensor:
+        if self._indices is None or self._used == len(self._indices):
+            n = self.batch_size * self.prefetch_steps
+            host = torch.tensor(list(itertools.islice(self.sampler, n)), dtype=torch.int64)
+            host = host[: len(host) // self.batch_size * self.batch_size]  # a finite sampler: whole batches only
+            if len(host) == 0:
+                raise StopIteration
+            if self.device.type == "cuda":
+                host = host.pin_memory()
+            self._indices, self._used = host.to(self.device, non_blocking=True), 0
+        idx = self._indices[self._used:self._used + self.batch_size]
+        self._used += self.batch_size
+        return idx
+
     def __next__(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.tensor([next(self.sampler) for _ in range(self.batch_size)], device=self.device)
+        idx = self._next_indices()
         images = self.augment(self.images[idx], self._generator())
         self.iteration += 1
         return images, self.labels[idx]

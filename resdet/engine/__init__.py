@@ -33,4 +33,5 @@ from .schedules import (
     make_optimizer,
     scaled_lr,
 )
+from .static_step import STEP_MODES, StaticStepTrainer
 from .trainer import HookBase, Trainer, default_loss_fn, move_to_device

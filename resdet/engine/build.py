@@ -35,6 +35,7 @@ from .hooks import EvalHook, MetricsLogger, PeriodicCheckpointer, ProgressHook
 from .logging import MetricWriter, setup_logger
 from .plots import PlotHook
 from .schedules import build_lr_scheduler, build_optimizer
+from .static_step import STEP_MODES, StaticStepTrainer
 from .trainer import HookBase, Trainer
 
 __all__ = ["default_setup", "per_process_batch", "prepare_model", "TrainingState", "build_training_state", "build_trainer"]
@@ -164,10 +165,20 @@ def build_trainer(
     hooks.append(PlotHook(cfg.OUTPUT_DIR, period=cfg.SOLVER.CHECKPOINT_PERIOD))  # after eval: draws its results
     if progress_bar:
         hooks.append(ProgressHook())
-    return Trainer(
+    # SOLVER.STEP_MODE: the plain loop, or a compiled / CUDA-graph step (resdet/engine/static_step.py) that
+    # reads the device only at log, checkpoint and evaluation boundaries.
+    mode = cfg.SOLVER.STEP_MODE
+    if mode not in STEP_MODES:
+        raise ValueError(f"SOLVER.STEP_MODE must be one of {STEP_MODES}; got {mode!r}")
+    trainer_cls, fast = Trainer, {}
+    if mode != "eager":
+        trainer_cls = StaticStepTrainer
+        fast = dict(step_mode=mode, sync_periods=(cfg.LOG_PERIOD, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.TEST.EVAL_PERIOD))
+    return trainer_cls(
         model,
         state.optimizer,
         data_loader,
+        **fast,
         max_iter=cfg.SOLVER.MAX_ITER,
         start_iter=state.start_iter,
         loss_fn=loss_fn,

@@ -117,7 +117,10 @@ class EvalHook(HookBase):
 class MetricsLogger(HookBase):
     """Every `period` iterations (and at the last): losses averaged over the period and over processes,
     lr, seconds per iteration, data-loading seconds, ETA, and on CUDA the peak memory of the period
-    (`max_mem_mb`, reset after each period); to the metric writer and the log."""
+    (`max_mem_mb`, reset after each period); to the metric writer and the log.
+
+    Step metrics may be device tensors (resdet/engine/static_step.py): they are summed on the device and
+    read to the host once per period, in one copy."""
 
     def __init__(self, period: int = 20):
         if period <= 0:
@@ -150,6 +153,10 @@ class MetricsLogger(HookBase):
             self._flush(next_iter, m["lr"])
 
     def _flush(self, next_iter: int, lr: float) -> None:
+        on_device = [k for k, v in self._sums.items() if isinstance(v, torch.Tensor)]
+        if on_device:  # one device-to-host copy for all of them
+            values = torch.stack([self._sums[k].detach().double().reshape(()) for k in on_device]).cpu().tolist()
+            self._sums.update(zip(on_device, values))
         scalars = {k: v / self._count for k, v in self._sums.items()}
         if get_world_size() > 1:
             # The losses (and the grad norm, computed from all-reduced gradients) are the same on every
@@ -182,7 +189,10 @@ class ProgressHook(HookBase):
 
     def after_step(self) -> None:
         m = self.trainer.step_metrics
-        self._bar.update(1, loss=m["total_loss"], lr=m["lr"])
+        if isinstance(m["total_loss"], torch.Tensor):  # a device value: showing it would read it every step
+            self._bar.update(1, lr=m["lr"])
+        else:
+            self._bar.update(1, loss=m["total_loss"], lr=m["lr"])
 
     def after_train(self) -> None:
         self._bar.close()

@@ -14,6 +14,11 @@ lr of an uninterrupted run. Warm-up multiplies the lr by a factor during the fir
 "linear" ramps the factor from WARMUP_FACTOR to 1, "constant" holds it at WARMUP_FACTOR. The paper's
 CIFAR recipe for ResNet-110 ("0.01 until training error is below 80% (about 400 iterations), then back
 to 0.1") is constant warm-up with factor 0.1 for 400 iterations.
+
+Both schedules also give their lr as a device tensor of a device iteration counter,
+`scheduler.lr_tensor(iteration) -> float64 [num groups]`, the same float64 values get_lr() computes
+(same operations in the same order), so that a compiled or CUDA-graph-captured training step
+(resdet/engine/static_step.py) follows the schedule with no host work and no re-capture at an lr drop.
 """
 from __future__ import annotations
 
@@ -138,6 +143,36 @@ def _warmup_factor(method: str, it: int, warmup_iters: int, warmup_factor: float
     raise ValueError(f"SOLVER.WARMUP_METHOD: unknown warm-up '{method}'; expected 'linear' or 'constant'")
 
 
+def _warmup_factor_tensor(method: str, it: torch.Tensor, warmup_iters: int, warmup_factor: float) -> torch.Tensor:
+    """_warmup_factor for a 0-dim integer tensor `it`, in float64 (the same operations as the float version)."""
+    one = torch.ones((), dtype=torch.float64, device=it.device)
+    if warmup_iters <= 0:
+        return one
+    if method == "constant":
+        factor = torch.full((), warmup_factor, dtype=torch.float64, device=it.device)
+    else:
+        alpha = it.to(torch.float64) / warmup_iters
+        factor = warmup_factor * (1.0 - alpha) + alpha
+    return torch.where(it < warmup_iters, factor, one)
+
+
+class _LrTensorMixin:
+    """Device copies of a schedule's constants for lr_tensor, made on first use (before any CUDA-graph
+    capture, which may not copy from the host) and kept out of state_dict (they follow from it)."""
+
+    def _device_constant(self, device: torch.device, values, dtype=torch.float64) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_lr_constants", {})
+        key = (str(device), dtype, tuple(values))   # keyed by value: load_state_dict may change them
+        if key not in cache:
+            cache[key] = torch.tensor(list(values), dtype=dtype, device=device)
+        return cache[key]
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = super().state_dict()
+        state.pop("_lr_constants", None)
+        return state
+
+
 def _check_warmup(method: str, warmup_iters: int, warmup_factor: float) -> None:
     _warmup_factor(method, 0, 1, 1.0)  # validates the name
     if warmup_iters < 0:
@@ -146,7 +181,7 @@ def _check_warmup(method: str, warmup_iters: int, warmup_factor: float) -> None:
         raise ValueError(f"SOLVER.WARMUP_FACTOR must be in (0, 1]; got {warmup_factor}")
 
 
-class WarmupMultiStepLR(LRScheduler):
+class WarmupMultiStepLR(_LrTensorMixin, LRScheduler):
     """lr = base_lr * warmup(it) * gamma ** (number of milestones <= it)."""
 
     def __init__(
@@ -178,8 +213,21 @@ class WarmupMultiStepLR(LRScheduler):
 
     _get_closed_form_lr = get_lr
 
+    def lr_tensor(self, iteration: torch.Tensor) -> torch.Tensor:
+        """get_lr() at the 0-dim int64 tensor `iteration`, as float64 [num groups] on its device."""
+        d = iteration.device
+        base = self._device_constant(d, self.base_lrs)
+        milestones = self._device_constant(d, self.milestones, torch.int64)
+        # gamma ** k as get_lr's Python pow gives it, for k = 0 .. len(milestones)
+        decays = self._device_constant(d, [self.gamma ** k for k in range(len(self.milestones) + 1)])
+        factor = _warmup_factor_tensor(self.warmup_method, iteration, self.warmup_iters, self.warmup_factor)
+        # bisect_right(milestones, it) == the count of milestones <= it; index_select, because indexing with
+        # a 0-dim tensor would read it to the host
+        passed = (milestones <= iteration).sum().reshape(1) if len(self.milestones) else iteration.new_zeros(1)
+        return base * factor * decays.index_select(0, passed)[0]
 
-class WarmupCosineLR(LRScheduler):
+
+class WarmupCosineLR(_LrTensorMixin, LRScheduler):
     """lr = base_lr * warmup(it) * (end + (1 - end) * (1 + cos(pi * it / max_iter)) / 2).
 
     After warm-up this is timm's CosineLRScheduler per iteration (tests/engine/test_schedules.py checks
@@ -217,6 +265,15 @@ class WarmupCosineLR(LRScheduler):
         return [base * factor * cosine for base in self.base_lrs]
 
     _get_closed_form_lr = get_lr
+
+    def lr_tensor(self, iteration: torch.Tensor) -> torch.Tensor:
+        """get_lr() at the 0-dim int64 tensor `iteration`, as float64 [num groups] on its device (torch's
+        float64 cos may differ from math.cos in the last bit)."""
+        base = self._device_constant(iteration.device, self.base_lrs)
+        factor = _warmup_factor_tensor(self.warmup_method, iteration, self.warmup_iters, self.warmup_factor)
+        progress = iteration.clamp(max=self.max_iter).to(torch.float64) / self.max_iter
+        cosine = self.end_factor + (1.0 - self.end_factor) * 0.5 * (1.0 + torch.cos(math.pi * progress))
+        return base * factor * cosine
 
 
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRScheduler:

@@ -1,7 +1,7 @@
 """`tools/benchmark.py`: training steps/s and inference images/s of our Faster/Mask R-CNN against
 torchvision's, with the same weights on the same inputs in the same process; prints a table with the
 ratio (ours / torchvision). This module is the command line; each kind of measurement lives in its own
-module beside it (benchmark_det.py: the detectors).
+module beside it (benchmark_det.py: the detectors; benchmark_cifar.py: the CIFAR training step, --cifar).
 
   python tools/benchmark.py --device cpu --size 256 --batch 2 --iters 3
   python tools/benchmark.py --device cuda --size 800x1216 --batch 8 --iters 20 --amp fp16
@@ -44,10 +44,17 @@ def main(argv=None) -> int:
         from .benchmark_suite import main as suite_main
 
         return suite_main(argv)
+    if "--cifar" in argv:  # its own options and defaults (batch 128, depth, rounds): benchmark_cifar.py
+        from .benchmark_cifar import main as cifar_main
+
+        return cifar_main([a for a in argv if a != "--cifar"])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=["gpu"],
                    help="run the GPU acceptance suite instead (benchmark.json + benchmark.md; its options: "
                         "tools/benchmark.py --suite gpu --help)")
+    p.add_argument("--cifar", action="store_true",
+                   help="time the CIFAR training step instead, eager vs compiled / CUDA graph "
+                        "(see `--cifar --help`; resdet/runs/benchmark_cifar.py)")
     p.add_argument("--arch", choices=["maskrcnn", "fasterrcnn", "both"], default="both")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--size", type=_size, default=(800, 1216), help="N (square) or HxW")

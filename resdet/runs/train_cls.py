@@ -185,6 +185,12 @@ def train_classifier(cfg, resume: bool = False) -> Dict[str, Any]:
     """Train as cfg says (resuming from OUTPUT_DIR's newest checkpoint with `resume`); return the final
     evaluation results. Writes checkpoints, metrics.jsonl, TensorBoard events, config.yaml,
     final_results.json and backbone_final.pth (the backbone for train_det) under OUTPUT_DIR."""
+    i = cfg.CLS.INPUT
+    if cfg.SOLVER.STEP_MODE != "eager" and (i.MIXUP_ALPHA > 0 or i.CUTMIX_ALPHA > 0):
+        # timm's Mixup draws its mixing on the host (numpy) each step: a captured or compiled step would
+        # freeze one draw
+        raise ValueError(f"SOLVER.STEP_MODE {cfg.SOLVER.STEP_MODE!r} cannot run CLS.INPUT.MIXUP_ALPHA / CUTMIX_ALPHA "
+                         "(host-side random mixing every step); use SOLVER.STEP_MODE eager")
     cfg, device, data = _setup(cfg)
     model = build_classifier(cfg)
     if data.mean_image is not None:  # before DDP and the EMA copy, so every copy starts with it

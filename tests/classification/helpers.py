@@ -29,8 +29,9 @@ def make_image_tree(root, counts=None, num_classes: int = 3, size: int = 32, see
     return str(root)
 
 
-def make_cifar_batches(root, per_batch: int = 6, num_classes: int = 10, seed: int = 0):
-    """A miniature cifar-10-batches-py/ (5 training batches + test_batch + batches.meta) in the real format."""
+def make_cifar_batches(root, per_batch: int = 6, num_classes: int = 10, seed: int = 0, protocol: int = 2):
+    """A miniature cifar-10-batches-py/ (5 training batches + test_batch + batches.meta) in the real format:
+    the official files' keys and types, pickled with `protocol` (the official files use protocol 2)."""
     rng = np.random.default_rng(seed)
     d = os.path.join(root, "cifar-10-batches-py")
     os.makedirs(d, exist_ok=True)
@@ -40,8 +41,10 @@ def make_cifar_batches(root, per_batch: int = 6, num_classes: int = 10, seed: in
         imgs = np.stack([class_image(c, rng) for c in labels])                  # N, 32, 32, 3
         data = imgs.transpose(0, 3, 1, 2).reshape(per_batch, -1)                # CIFAR's row layout
         with open(os.path.join(d, name), "wb") as f:
-            pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, f)
+            pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode(),
+                         b"filenames": [f"{name}_{i:05d}.png".encode() for i in range(per_batch)]}, f, protocol=protocol)
         expected[name] = (imgs.transpose(0, 3, 1, 2), labels)
     with open(os.path.join(d, "batches.meta"), "wb") as f:
-        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(num_classes)]}, f)
+        pickle.dump({b"num_cases_per_batch": per_batch, b"label_names": [f"c{i}".encode() for i in range(num_classes)],
+                     b"num_vis": 3072}, f, protocol=protocol)
     return str(root), expected

@@ -139,6 +139,7 @@ def config_for_checkpoint(weights: str, config_file: Union[str, CfgNode, None] =
             cfg.MODEL.WEIGHTS = weights
             cfg, _ = resolve_backbone_config(cfg)
         if trained is not None:
+            trained, _ = resolve_backbone_config(trained)  # a config saved before "auto" was resolved
             chosen = _override_keys(overrides)
             diffs = config_differences(trained, cfg)
             asked = [d for d in diffs if d[0] in chosen]

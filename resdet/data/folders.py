@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
+from .image_decode import to_rgb8
+
 __all__ = [
     "MissingDatasetError", "CorruptImageError", "resolve_dataset_root", "dataset_format",
     "read_image_rgb", "ImageFolderDataset", "load_cifar10_python", "decode_image_folder",
@@ -69,7 +71,8 @@ def read_image_rgb(path: str) -> Image.Image:
     """Open an image as RGB, or raise `CorruptImageError` naming the file (PIL's own error does not)."""
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")  # convert() forces the full decode, so truncation shows here
+            img.load()  # the full decode, so truncation shows here
+            return to_rgb8(img)  # not convert("RGB"), which turns 16-bit greyscale all white
     except Exception as e:  # PIL raises several unrelated types (OSError, SyntaxError, ValueError)
         raise CorruptImageError(f"Cannot read image '{path}': {type(e).__name__}: {e}") from e
 

@@ -46,14 +46,16 @@ def _box_polygon(bbox: Sequence[float]) -> List[List[float]]:
 
 
 def scorable_ground_truth(data: Any, iou_types: Sequence[str] = ("bbox", "segm"),
-                          instances_without_mask: str = "error", source: str = "<ground truth>") -> Dict[str, dict]:
+                          instances_without_mask: str = "error", source: str = "<ground truth>",
+                          copy_input: bool = True) -> Dict[str, dict]:
     """Per IoU type, a repaired copy of the COCO dict `data` that COCOeval scores correctly.
 
     `instances_without_mask` (segm only): "error" makes a non-crowd instance without a segmentation
     (missing, null or []) an error naming it; "ignore" makes it an ignore region (a crowd region the
     shape of its box), as training leaves it out. Instances whose polygons all have < 3 points (training
     leaves them out too) and crowd regions without a segmentation always become such regions for segm,
-    with a warning. For bbox every instance is scored as it is.
+    with a warning. For bbox every instance is scored as it is. `copy_input` False repairs `data` in
+    place (for a dict the caller has just read and owns: a deep copy of COCO-sized data takes seconds).
     """
     for t in iou_types:
         if t not in ("bbox", "segm"):
@@ -61,7 +63,8 @@ def scorable_ground_truth(data: Any, iou_types: Sequence[str] = ("bbox", "segm")
     if instances_without_mask not in EVAL_MASK_POLICIES:
         raise ValueError(f"DATASETS.INSTANCES_WITHOUT_MASK must be one of {EVAL_MASK_POLICIES} for evaluation, "
                          f"got {instances_without_mask!r}")
-    data = copy.deepcopy(data)
+    if copy_input:
+        data = copy.deepcopy(data)
     report = validate_coco_dict(data, source=source)
     segm = "segm" in iou_types
     for msg in validation_warnings(report, source, for_masks=segm):

@@ -102,7 +102,8 @@ def load_eval_ground_truth(gt: Union[str, dict, "COCO", EvalGroundTruth],  # noq
     if isinstance(gt, COCO):
         return EvalGroundTruth({t: gt for t in iou_types})
     data, source = _read_gt(gt)
-    per_type = scorable_ground_truth(data, iou_types, instances_without_mask, source=source)
+    per_type = scorable_ground_truth(data, iou_types, instances_without_mask, source=source,
+                                     copy_input=not isinstance(gt, str))  # a file just read is ours to repair
     cocos: Dict[int, object] = {}  # the same dict for several types -> one COCO object
     for d in per_type.values():
         if id(d) not in cocos:

@@ -61,6 +61,7 @@ def test_an_instance_without_a_mask_is_an_error_or_left_out_for_mask_training(tm
     dicts, _ = load_coco_json(json_path, image_dir, instances_without_mask="keep")  # boxes-only models
     kept = {a["id"]: a for d in dicts for a in d["annotations"]}
     assert kept[10]["segmentation"] == [] and kept[10]["bbox"] == [10.0, 10.0, 30.0, 30.0]
+    assert kept[21]["segmentation"] == []  # only a 2-point polygon: no mask, but its box trains a box head
     # the mapper never makes a box-shaped mask out of it
     with pytest.raises(ValueError, match="annotation 10 has no segmentation"):
         annotations_to_masks([kept[10]], 60, 80)

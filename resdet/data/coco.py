@@ -1,15 +1,14 @@
 """COCO-format instance annotations -> the dataset dicts of resdet/DESIGN.md.
 
-The JSON is validated first (resdet/data/coco_validation.py), then indexed with pycocotools' COCO class
-(which the evaluator also uses), then turned into one plain dict per image:
+The image files are checked first (a JSON size that differs from the file is named as such), then the
+JSON is validated (resdet/data/coco_validation.py), then turned into one plain dict per image:
 `{"file_name", "image_id", "height", "width", "annotations": [{"bbox" xyxy absolute, "category_id"
 contiguous 1..K, "segmentation" polygons or RLE, "iscrowd", "id"}]}`.
 Crowd regions are kept in the dicts (the evaluator needs them; the training mapper leaves them out).
+Images are decoded to 8-bit RGB with their EXIF orientation applied (read_image; any PIL mode).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os

@@ -75,7 +75,7 @@ def _coco_from_dict(data: dict):
 
 class EvalGroundTruth:
     """The ground truth as pycocotools COCO objects, one per IoU type (they differ only where segm
-    needs ignore regions for instances without a mask); `images`, `cats` as pycocotools has them."""
+    needs ignore regions for instances without a mask); `dataset`, `cats`, `imgs` as pycocotools has them."""
 
     def __init__(self, per_type: Dict[str, "COCO"]):  # noqa: F821
         if not per_type:

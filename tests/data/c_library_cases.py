@@ -106,6 +106,8 @@ def main(path: str, work: str) -> None:
     limit = 6 * 2 ** 30
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     json_path, image_dir, _ = write_case(os.path.join(work, "images_once"))
+    if path == "eval":
+        from resdet.evaluation.coco import evaluate_results_file
     for name, (mutate, _) in GT_CASES.items():
         data = coco_dict()
         mutate(data)
@@ -115,15 +117,11 @@ def main(path: str, work: str) -> None:
         if path == "train":
             _report(name, lambda: _load_and_rasterise(case_json, image_dir))
         else:
-            from resdet.evaluation.coco import evaluate_results_file
-
             results = os.path.join(work, "results.json")
             with open(results, "w") as f:
                 json.dump(_valid_results(data), f)
             _report(name, lambda: evaluate_results_file(case_json, results, ["bbox", "segm"]))
     if path == "eval":
-        from resdet.evaluation.coco import evaluate_results_file
-
         for name, (mutate, _) in RESULT_CASES.items():
             results = _valid_results(coco_dict())
             mutate(results)

@@ -1,6 +1,5 @@
 """Every image mode decodes to the right 8-bit RGB pixels, in detection (read_image) and classification
 (read_image_rgb) alike; modes with no 8-bit reading and decompression bombs are errors naming the file."""
-import io
 
 import cv2
 import numpy as np

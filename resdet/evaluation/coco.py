@@ -266,7 +266,7 @@ def evaluate_coco_results(
     _check_backend(backend)
     gt = load_eval_ground_truth(coco_gt, iou_types, instances_without_mask)
     img_ids = set(img_ids) if img_ids is not None else None
-    if not results:
+    if isinstance(results, list) and not results:
         n = len(img_ids) if img_ids is not None else len(gt.imgs)
         logger.warning("%s: no detections on the %d evaluated images: every AP and AR is 0 where there is ground "
                        "truth (scored by COCOeval over an empty detection set, not an error)", source, n)

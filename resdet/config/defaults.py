@@ -273,6 +273,11 @@ _C.DATASETS.FILTER_EMPTY_ANNOTATIONS = True
 # EXIF orientation applied, matches the JSON; cheap), "decode" (also decodes every image whole; slow
 # on COCO, thorough). Every image read for training or evaluation is also checked as it is decoded.
 _C.DATASETS.CHECK_IMAGES = "header"
+# A non-crowd instance whose segmentation is missing, null or [] when masks are needed (MODEL.MASK_ON
+# training, segm evaluation): "error" stops with the annotation ids; "ignore" treats it as a crowd
+# region there (left out of training, an ignore region in segm evaluation) with a warning and a count.
+# Boxes-only models and bbox evaluation use such instances as they are. datasets/README.md lists all checks.
+_C.DATASETS.INSTANCES_WITHOUT_MASK = "error"
 # The generated quick-start dataset (resdet/data/shapes.py).
 _C.DATASETS.SHAPES = CN()
 # Where it is cached: "" = the datasets root ($RESDET_DATASETS/shapes, else ./datasets/shapes).

@@ -110,9 +110,11 @@ def dataset_files(name: str) -> Tuple[str, str]:
 
 
 def get_detection_dataset(name: str, filter_empty: bool = True, check_images: str = "header",
-                          skip_bad_images: bool = False) -> Tuple[List[dict], DatasetMetadata]:
-    """Dataset dicts and metadata of a registered dataset."""
+                          skip_bad_images: bool = False,
+                          instances_without_mask: str = "error") -> Tuple[List[dict], DatasetMetadata]:
+    """Dataset dicts and metadata of a registered dataset (arguments: resdet.data.coco.load_coco_json)."""
     json_file, image_root = dataset_files(name)
     return load_coco_json(json_file, image_root, dataset_name=name, filter_empty=filter_empty,
                           check_images=check_images, skip_bad_images=skip_bad_images,
+                          instances_without_mask=instances_without_mask,
                           image_root_source=_IMAGE_ROOT_SOURCES.get(name, "") or f"dataset '{name}'")

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
+from .image_decode import to_rgb8
 from .safe_pickle import UnsafePickleError, load_restricted_pickle
 
 __all__ = [
@@ -72,7 +73,8 @@ def read_image_rgb(path: str) -> Image.Image:
     """Open an image as RGB, or raise `CorruptImageError` naming the file (PIL's own error does not)."""
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")  # convert() forces the full decode, so truncation shows here
+            img.load()  # the full decode, so truncation shows here
+            return to_rgb8(img)  # not convert("RGB"), which turns 16-bit greyscale all white
     except Exception as e:  # PIL raises several unrelated types (OSError, SyntaxError, ValueError)
         raise CorruptImageError(f"Cannot read image '{path}': {type(e).__name__}: {e}") from e
 

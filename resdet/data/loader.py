@@ -98,15 +98,18 @@ class InferenceSampler(Sampler[int]):
 
 
 def load_train_records(names: Sequence[str], filter_empty: bool = True, check_images: str = "header",
-                       skip_bad_images: bool = False) -> Tuple[List[dict], DatasetMetadata]:
-    """Concatenated dicts of several registered datasets; their categories must agree."""
+                       skip_bad_images: bool = False,
+                       instances_without_mask: str = "error") -> Tuple[List[dict], DatasetMetadata]:
+    """Concatenated dicts of several registered datasets; their categories must agree.
+    `instances_without_mask`: "error" / "ignore" when masks are trained, "keep" when not (load_coco_json)."""
     if not names:
         raise ConfigError("DATASETS.TRAIN is empty: name at least one registered dataset")
     records: List[dict] = []
     meta = None
     for name in names:
         dicts, m = get_detection_dataset(name, filter_empty=filter_empty, check_images=check_images,
-                                         skip_bad_images=skip_bad_images)
+                                         skip_bad_images=skip_bad_images,
+                                         instances_without_mask=instances_without_mask)
         if meta is not None and m.dataset_id_to_contiguous != meta.dataset_id_to_contiguous:
             raise ConfigError(f"Dataset '{name}' has categories {m.thing_classes}, which differ from "
                              f"'{meta.name}' ({meta.thing_classes}); they cannot be trained together")
@@ -126,8 +129,9 @@ def build_detection_train_loader(cfg, start_iter: int = 0, mapper: Optional[Dete
     from .samplers import InfiniteSampler  # the engine's resumable, distributed index stream
 
     register_from_config(cfg)
-    records, meta = train_records or load_train_records(cfg.DATASETS.TRAIN, cfg.DATASETS.FILTER_EMPTY_ANNOTATIONS,
-                                                        cfg.DATASETS.CHECK_IMAGES, cfg.DATALOADER.SKIP_BAD_IMAGES)
+    records, meta = train_records or load_train_records(
+        cfg.DATASETS.TRAIN, cfg.DATASETS.FILTER_EMPTY_ANNOTATIONS, cfg.DATASETS.CHECK_IMAGES,
+        cfg.DATALOADER.SKIP_BAD_IMAGES, cfg.DATASETS.INSTANCES_WITHOUT_MASK if cfg.MODEL.MASK_ON else "keep")
     rank, world = _dist()
     global_batch = cfg.SOLVER.IMS_PER_BATCH
     if global_batch % world:
@@ -157,7 +161,9 @@ def build_detection_test_loader(cfg, dataset_name: str, mapper: Optional[Detecti
     from .catalog import dataset_files
 
     register_from_config(cfg)
-    records, meta = get_detection_dataset(dataset_name, filter_empty=False, check_images=cfg.DATASETS.CHECK_IMAGES)
+    # the model needs no ground truth at test time (the evaluator checks it: resdet/data/coco_eval_gt.py)
+    records, meta = get_detection_dataset(dataset_name, filter_empty=False, check_images=cfg.DATASETS.CHECK_IMAGES,
+                                          instances_without_mask="keep")
     mapper = mapper or DetectionMapper(**DetectionMapper.from_config(cfg, is_train=False))
     dataset = MappedDataset(records, mapper)
     loader = DataLoader(

@@ -160,10 +160,11 @@ def annotations_to_masks(annotations: List[dict], height: int, width: int) -> np
     for i, ann in enumerate(annotations):
         segm = ann.get("segmentation")
         if not segm:
-            # no mask given: the box is the best mask there is (keeps the instance trainable)
-            x0, y0, x1, y1 = (int(round(v)) for v in ann["bbox"])
-            masks[i, y0:y1, x0:x1] = 1
-            continue
+            # a box-shaped mask would teach the wrong mask without a word; the loaders leave such
+            # instances out or stop at start-up (DATASETS.INSTANCES_WITHOUT_MASK), so this is a record
+            # built elsewhere
+            raise ValueError(f"annotation {ann.get('id', '#' + str(i))} has no segmentation, and masks are being "
+                             "made (MODEL.MASK_ON); see DATASETS.INSTANCES_WITHOUT_MASK")
         if isinstance(segm, list):
             rle = mask_util.merge(mask_util.frPyObjects(segm, height, width))
         elif isinstance(segm["counts"], list):

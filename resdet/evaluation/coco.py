@@ -8,7 +8,11 @@
 
 or, for a results file written earlier (no model): `evaluate_results_file(gt_json, results_json)`.
 
-Ground truth and results are validated (resdet/data/coco_validation.py) before pycocotools sees them.
+Ground truth and results are validated (resdet/data/coco_validation.py) before pycocotools sees them,
+and the ground truth is repaired as training repairs it (resdet/data/coco_eval_gt.py), per IoU type.
+What pycocotools would do without a word is said: no detections at all (every AP 0, scored, not an
+error), no ground truth (AP undefined: -1 printed, null saved), more detections per image than maxDets
+(the lowest-scoring ones are not counted).
 Outputs: `coco_instances_results.json` (the results, in the dataset's own category ids) and
 `coco_eval.json` (the 12-number summary and the per-category AP table per IoU type).
 """
@@ -21,18 +25,21 @@ import json
 import logging
 import math
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from resdet.data.coco_validation import CocoFormatError, validate_coco_dict, validate_coco_results
+from resdet.data.coco_eval_gt import scorable_ground_truth
+from resdet.data.coco_validation import CocoFormatError, validate_coco_results
 
 __all__ = [
     "SUMMARY_NAMES",
     "COCOEvaluator",
+    "EvalGroundTruth",
     "instances_to_coco_results",
     "load_coco_gt",
+    "load_eval_ground_truth",
     "evaluate_coco_results",
     "evaluate_results_file",
     "format_per_category_table",
@@ -44,30 +51,70 @@ logger = logging.getLogger(__name__)
 SUMMARY_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-def load_coco_gt(gt: Union[str, dict, "COCO"]):  # noqa: F821
-    """A pycocotools COCO object from a JSON path or dict, validated first (a COCO object is trusted)."""
-    from pycocotools.coco import COCO
-
-    if isinstance(gt, COCO):
-        return gt
-    source = "<ground-truth dict>"
+def _read_gt(gt: Union[str, dict]) -> Tuple[dict, str]:
     if isinstance(gt, str):
-        source = f"'{gt}'"
         if not os.path.isfile(gt):
             raise FileNotFoundError(f"Ground-truth annotation file not found: '{gt}'")
         with open(gt, "r", encoding="utf-8") as f:
             try:
-                gt = json.load(f)
+                return json.load(f), f"'{gt}'"
             except json.JSONDecodeError as e:
-                raise CocoFormatError(f"Ground-truth file {source} is not valid JSON: {e}") from e
-    else:
-        gt = copy.deepcopy(gt)
-    validate_coco_dict(gt, source=source)
+                raise CocoFormatError(f"Ground-truth file '{gt}' is not valid JSON: {e}") from e
+    return gt, "<ground-truth dict>"
+
+
+def _coco_from_dict(data: dict):
+    from pycocotools.coco import COCO
+
     coco = COCO()
-    coco.dataset = gt
+    coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # "creating index..." chatter
         coco.createIndex()
     return coco
+
+
+class EvalGroundTruth:
+    """The ground truth as pycocotools COCO objects, one per IoU type (they differ only where segm
+    needs ignore regions for instances without a mask); `dataset`, `cats`, `imgs` as pycocotools has them."""
+
+    def __init__(self, per_type: Dict[str, "COCO"]):  # noqa: F821
+        if not per_type:
+            raise ValueError("EvalGroundTruth needs at least one IoU type")
+        self.per_type = dict(per_type)
+        first = next(iter(self.per_type.values()))
+        self.dataset, self.cats, self.imgs = first.dataset, first.cats, first.imgs
+
+    def __getitem__(self, iou_type: str):
+        if iou_type not in self.per_type:
+            raise KeyError(f"the ground truth was prepared for {sorted(self.per_type)}, not {iou_type!r}")
+        return self.per_type[iou_type]
+
+
+def load_eval_ground_truth(gt: Union[str, dict, "COCO", EvalGroundTruth],  # noqa: F821
+                           iou_types: Sequence[str] = ("bbox", "segm"),
+                           instances_without_mask: str = "error") -> EvalGroundTruth:
+    """The ground truth of a JSON path or dict, validated and repaired per IoU type
+    (resdet/data/coco_eval_gt.py); a pycocotools COCO object is trusted as it is."""
+    from pycocotools.coco import COCO
+
+    if isinstance(gt, EvalGroundTruth):
+        return gt
+    if isinstance(gt, COCO):
+        return EvalGroundTruth({t: gt for t in iou_types})
+    data, source = _read_gt(gt)
+    per_type = scorable_ground_truth(data, iou_types, instances_without_mask, source=source,
+                                     copy_input=not isinstance(gt, str))  # a file just read is ours to repair
+    cocos: Dict[int, object] = {}  # the same dict for several types -> one COCO object
+    for d in per_type.values():
+        if id(d) not in cocos:
+            cocos[id(d)] = _coco_from_dict(d)
+    return EvalGroundTruth({t: cocos[id(d)] for t, d in per_type.items()})
+
+
+def load_coco_gt(gt: Union[str, dict, "COCO"]):  # noqa: F821
+    """A pycocotools COCO object (the bbox ground truth) from a JSON path or dict, validated and
+    repaired first (a COCO object is trusted)."""
+    return load_eval_ground_truth(gt, ("bbox",))["bbox"]
 
 
 def instances_to_coco_results(
@@ -146,22 +193,57 @@ def _check_backend(backend: str) -> None:
 
 
 def _make_coco_eval(backend: str, coco_gt, dets: List[dict], iou_type: str):
-    """A COCOeval object of `backend` (checked by the caller) over the validated detections."""
+    """A COCOeval object of `backend` (checked by the caller) over the validated detections; with none,
+    over an empty detection set (loadRes cannot take an empty list), which scores AP 0 where there is
+    ground truth, as it should."""
+    no_dets = {"images": coco_gt.dataset["images"], "categories": coco_gt.dataset["categories"], "annotations": []}
     if backend == "pycocotools":
         from pycocotools.cocoeval import COCOeval
 
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_dt = coco_gt.loadRes(dets)
+        if dets:
+            with contextlib.redirect_stdout(io.StringIO()):
+                coco_dt = coco_gt.loadRes(dets)
+        else:
+            coco_dt = _coco_from_dict(no_dets)
         return COCOeval(coco_gt, coco_dt, iou_type)
     try:
         from faster_coco_eval import COCO as FastCOCO, COCOeval_faster
     except ImportError as e:
         raise ImportError("TEST.COCO_EVAL_BACKEND 'faster_coco_eval' needs the faster-coco-eval package "
                           "(pip install faster-coco-eval)") from e
-    # its own COCO class over the same (already validated) ground-truth dict
+    # its own COCO class over the same (already validated and repaired) ground-truth dict
     fast_gt = FastCOCO(copy.deepcopy(coco_gt.dataset))
-    fast_dt = fast_gt.loadRes(dets)
+    fast_dt = fast_gt.loadRes(dets) if dets else FastCOCO(copy.deepcopy(no_dets))
     return COCOeval_faster(fast_gt, fast_dt, iou_type, print_function=lambda *a, **k: None)
+
+
+def _warn_truncated(results: List[dict], img_ids: Optional[set], max_dets: int, source: str) -> None:
+    """COCOeval keeps the `max_dets` highest-scoring detections per image and drops the rest silently."""
+    counts: Dict[int, int] = {}
+    for r in results:
+        counts[r["image_id"]] = counts.get(r["image_id"], 0) + 1
+    over = {i: n for i, n in counts.items() if n > max_dets and (img_ids is None or i in img_ids)}
+    if over:
+        logger.warning("%s: %d images have more than %d detections (up to %d; %d detections in all beyond the "
+                       "limit): COCOeval scores only the %d highest-scoring per image (maxDets), as COCO's "
+                       "protocol says; lower TEST.DETECTIONS_PER_IMAGE to %d to return only what is scored",
+                       source, len(over), max_dets, max(over.values()), sum(n - max_dets for n in over.values()),
+                       max_dets, max_dets)
+
+
+def _explain_undefined(coco_eval, coco_gt, iou_type: str, stats: Dict) -> None:
+    """pycocotools prints -1 for a metric with no ground truth to measure it on; say why."""
+    img_ids = coco_eval.params.imgIds
+    num_gt = len(coco_gt.getAnnIds(imgIds=img_ids, iscrowd=False))
+    if num_gt == 0:
+        logger.warning("%s: the %d evaluated images have no (non-crowd) ground-truth instance, so AP and AR are "
+                       "undefined: pycocotools prints -1, resdet saves null (NaN). Evaluate on data with "
+                       "annotations.", iou_type, len(img_ids))
+    elif any(math.isnan(v) for k, v in stats.items() if k != "per_category"):
+        print(f"({iou_type}: -1.000 above = no ground-truth instance in that area range among the evaluated "
+              "images: undefined, saved as null)")
+    if any(v is None for v in stats["per_category"].values()):
+        print("(nan: no ground-truth instance of that category among the evaluated images)")
 
 
 def evaluate_coco_results(
@@ -171,16 +253,26 @@ def evaluate_coco_results(
     source: str = "<results>",
     img_ids: Optional[Iterable[int]] = None,
     backend: str = "pycocotools",
+    instances_without_mask: str = "error",
 ) -> Dict[str, Dict]:
     """Run COCOeval per IoU type and print its summary. Returns, per type, the 12 summary numbers (in
     percent, as Detectron2 reports them) and `per_category` AP.
 
-    `backend` "faster_coco_eval" runs faster-coco-eval's C++ COCOeval instead of pycocotools' Python
-    loops (same numbers: tests/evaluation/test_coco_backends.py); results are validated the same way."""
+    `coco_gt`: a JSON path or dict (validated and repaired per type: resdet/data/coco_eval_gt.py, with
+    `instances_without_mask` as DATASETS.INSTANCES_WITHOUT_MASK), an EvalGroundTruth, or a pycocotools
+    COCO object (trusted). Every result is checked; an empty list scores 0 wherever there is ground
+    truth, with a warning. `backend` "faster_coco_eval" runs faster-coco-eval's C++ COCOeval instead of
+    pycocotools' Python loops (same numbers: tests/evaluation/test_coco_backends.py)."""
     _check_backend(backend)
-    coco_gt = load_coco_gt(coco_gt)
+    gt = load_eval_ground_truth(coco_gt, iou_types, instances_without_mask)
+    img_ids = set(img_ids) if img_ids is not None else None
+    if isinstance(results, list) and not results:
+        n = len(img_ids) if img_ids is not None else len(gt.imgs)
+        logger.warning("%s: no detections on the %d evaluated images: every AP and AR is 0 where there is ground "
+                       "truth (scored by COCOeval over an empty detection set, not an error)", source, n)
     metrics: Dict[str, Dict] = {}
     for iou_type in iou_types:
+        coco_gt = gt[iou_type]
         validate_coco_results(results, coco_gt.dataset, iou_type, source=source)
         dets = copy.deepcopy(results)  # loadRes writes into them
         if iou_type == "segm":
@@ -190,6 +282,8 @@ def evaluate_coco_results(
         coco_eval = _make_coco_eval(backend, coco_gt, dets, iou_type)
         if img_ids is not None:
             coco_eval.params.imgIds = sorted(img_ids)
+        if iou_type == iou_types[0]:
+            _warn_truncated(results, img_ids, coco_eval.params.maxDets[-1], source)
         print(f"Evaluating {iou_type} with {backend} COCOeval")
         with contextlib.redirect_stdout(io.StringIO()):
             coco_eval.evaluate()
@@ -203,6 +297,7 @@ def evaluate_coco_results(
         stats = {n: float(v * 100) if v >= 0 else float("nan") for n, v in zip(SUMMARY_NAMES, coco_eval.stats)}
         stats["per_category"] = _per_category_ap(coco_eval, coco_gt)
         print(f"Per-category {iou_type} AP:\n" + format_per_category_table(stats["per_category"]))
+        _explain_undefined(coco_eval, coco_gt, iou_type, stats)
         metrics[iou_type] = stats
     return metrics
 
@@ -236,9 +331,14 @@ def _json_safe(metrics):
     return metrics
 
 
-def evaluate_results_file(gt_json: str, results_json: str, iou_types: Sequence[str] = ("bbox", "segm"),
-                          output_dir: Optional[str] = None, backend: str = "pycocotools") -> Dict[str, Dict]:
-    """Evaluate a results JSON written earlier (by eval.py or anyone else), without a model."""
+def evaluate_results_file(gt_json: str, results_json: str, iou_types: Optional[Sequence[str]] = None,
+                          output_dir: Optional[str] = None, backend: str = "pycocotools",
+                          instances_without_mask: str = "error") -> Dict[str, Dict]:
+    """Evaluate a results JSON written earlier (by eval.py or anyone else), without a model.
+
+    `iou_types` None: bbox and segm as far as the results carry them (a box-only file is scored for
+    bbox, and the console says why segm is not). Asked for explicitly, a type the results cannot give
+    (no result has a 'segmentation' / 'bbox') is a CocoFormatError: tools/eval.py exits non-zero."""
     if not os.path.isfile(results_json):
         raise FileNotFoundError(f"Results file not found: '{results_json}'")
     with open(results_json, "r", encoding="utf-8") as f:
@@ -246,11 +346,22 @@ def evaluate_results_file(gt_json: str, results_json: str, iou_types: Sequence[s
             results = json.load(f)
         except json.JSONDecodeError as e:
             raise CocoFormatError(f"Results file '{results_json}' is not valid JSON: {e}") from e
-    if iou_types and "segm" in iou_types and isinstance(results, list) and results and isinstance(results[0], dict) \
-            and "segmentation" not in results[0]:
-        iou_types = [t for t in iou_types if t != "segm"]  # a box-only results file
-        logger.info("%s has no segmentations: evaluating bbox only", results_json)
-    metrics = evaluate_coco_results(gt_json, results, iou_types, source=f"'{results_json}'", backend=backend)
+    asked = iou_types is not None
+    types = list(iou_types) if asked else ["bbox", "segm"]
+    if isinstance(results, list) and results:
+        for iou_type, key in (("bbox", "bbox"), ("segm", "segmentation")):
+            if iou_type not in types or any(isinstance(r, dict) and key in r for r in results):
+                continue  # results that carry it partly are checked one by one (validate_coco_results)
+            if asked:
+                raise CocoFormatError(f"'{results_json}': {iou_type} evaluation was asked for, but none of its "
+                                      f"{len(results)} results has a '{key}'")
+            types.remove(iou_type)
+            logger.warning("'%s': none of its %d results has a '%s': %s is not evaluated, only %s",
+                           results_json, len(results), key, iou_type, " and ".join(types) or "nothing")
+        if not types:
+            raise CocoFormatError(f"'{results_json}': no result has a 'bbox' or a 'segmentation': nothing to evaluate")
+    metrics = evaluate_coco_results(gt_json, results, types, source=f"'{results_json}'", backend=backend,
+                                    instances_without_mask=instances_without_mask)
     if output_dir:
         _save_json(_json_safe(metrics), os.path.join(output_dir, "coco_eval.json"))
     return metrics
@@ -267,13 +378,16 @@ class COCOEvaluator:
         output_dir: Optional[str] = None,
         mask_threshold: float = 0.5,
         backend: str = "pycocotools",
+        instances_without_mask: str = "error",
     ):
         _check_backend(backend)
         self.backend = backend
         for t in iou_types:
             if t not in ("bbox", "segm"):
                 raise ValueError(f"iou_types may hold 'bbox' and 'segm', got {t!r}")
-        self.coco_gt = load_coco_gt(gt)
+        # validated and repaired now, before any inference: a bad ground truth stops here
+        self.eval_gt = load_eval_ground_truth(gt, iou_types, instances_without_mask)
+        self.coco_gt = self.eval_gt[iou_types[0]]
         self.iou_types = tuple(iou_types)
         if contiguous_to_dataset_id is None:  # same rule as resdet.data.coco: sorted ids -> 1..K
             contiguous_to_dataset_id = {i + 1: c for i, c in enumerate(sorted(self.coco_gt.cats))}
@@ -317,12 +431,8 @@ class COCOEvaluator:
             return {}
         if self.output_dir:
             _save_json(results, os.path.join(self.output_dir, "coco_instances_results.json"))
-        if not results:  # pycocotools cannot load an empty results list; nothing found scores 0
-            logger.warning("No detections on %d images: every AP is 0", len(set(image_ids)))
-            metrics = {t: {n: 0.0 for n in SUMMARY_NAMES} for t in self.iou_types}
-        else:
-            metrics = evaluate_coco_results(self.coco_gt, results, self.iou_types,
-                                            source="model outputs", img_ids=set(image_ids), backend=self.backend)
+        metrics = evaluate_coco_results(self.eval_gt, results, self.iou_types, source="model outputs",
+                                        img_ids=set(image_ids), backend=self.backend)
         if self.output_dir:
             _save_json(_json_safe(metrics), os.path.join(self.output_dir, "coco_eval.json"))
         return metrics

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 from tqdm import tqdm
@@ -18,7 +18,7 @@ from resdet.engine.distributed import is_main_process, unwrap_model
 
 from .coco import COCOEvaluator
 
-__all__ = ["inference_on_dataset", "evaluate_detection_model"]
+__all__ = ["inference_on_dataset", "evaluate_detection_model", "check_evaluation_datasets"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,29 @@ def evaluate_detection_model(cfg, model, device: torch.device, dataset_name: Opt
 
     name = dataset_name or cfg.DATASETS.TEST[0]
     loader = build_detection_test_loader(cfg, name)
-    iou_types = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-    evaluator = COCOEvaluator(loader.json_file, iou_types, loader.metadata.contiguous_to_dataset_id,
+    evaluator = COCOEvaluator(loader.json_file, _iou_types(cfg), loader.metadata.contiguous_to_dataset_id,
                               output_dir=output_dir, mask_threshold=cfg.TEST.MASK_THRESHOLD,
-                              backend=cfg.TEST.COCO_EVAL_BACKEND)
+                              backend=cfg.TEST.COCO_EVAL_BACKEND,
+                              instances_without_mask=cfg.DATASETS.INSTANCES_WITHOUT_MASK)
     return inference_on_dataset(model, loader, evaluator, device, amp=cfg.SOLVER.AMP)
+
+
+def _iou_types(cfg):
+    return ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+
+
+def check_evaluation_datasets(cfg, names: Optional[Sequence[str]] = None) -> None:
+    """Check every evaluation dataset (default: DATASETS.TEST) as evaluation will, before training or
+    inference starts: image files first (a JSON size that differs from the file is named as such), then
+    the ground truth with training's rules, repaired for pycocotools per IoU type
+    (resdet/data/coco_eval_gt.py). Raises CocoFormatError / ImageFileError naming the file and items;
+    repairs are logged once, with counts and example ids."""
+    from resdet.data.catalog import get_detection_dataset, register_from_config
+
+    from .coco import load_eval_ground_truth
+
+    register_from_config(cfg)
+    for name in (cfg.DATASETS.TEST if names is None else names):
+        _, meta = get_detection_dataset(name, filter_empty=False, check_images=cfg.DATASETS.CHECK_IMAGES,
+                                        instances_without_mask="keep")
+        load_eval_ground_truth(meta.json_file, _iou_types(cfg), cfg.DATASETS.INSTANCES_WITHOUT_MASK)

@@ -34,7 +34,9 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="", help="registered dataset name (default: DATASETS.TEST[0])")
     p.add_argument("--gt", help="ground-truth COCO JSON, to evaluate a results file")
     p.add_argument("--results", help="COCO results JSON to evaluate against --gt")
-    p.add_argument("--iou-types", nargs="+", default=["bbox", "segm"], choices=["bbox", "segm"])
+    p.add_argument("--iou-types", nargs="+", default=None, choices=["bbox", "segm"],
+                   help="for --results: what to score (default: bbox and segm, as far as the results carry "
+                        "them); a type asked for that the results lack is an error")
     p.add_argument("--output-dir", default="", help="where results and coco_eval.json go (default: a new folder "
                    "<checkpoint folder>/eval/<checkpoint>_<dataset>)")
     p.add_argument("--backend", default="", choices=("",) + BACKENDS,
@@ -110,11 +112,14 @@ def _stem(path: str) -> str:
 def main(argv=None):
     args = parse_args(argv)
     if args.results:
+        from resdet.config import load_config
         from resdet.evaluation.coco import evaluate_results_file
 
         out = args.output_dir or new_output_dir(os.path.dirname(os.path.abspath(args.results)), _stem(args.results))
+        cfg = load_config(None, args.opts)  # KEY VALUE pairs, e.g. DATASETS.INSTANCES_WITHOUT_MASK ignore
         metrics = evaluate_results_file(args.gt, args.results, args.iou_types, output_dir=out,
-                                        backend=args.backend or "pycocotools")
+                                        backend=args.backend or "pycocotools",
+                                        instances_without_mask=cfg.DATASETS.INSTANCES_WITHOUT_MASK)
         print(f"Saved {os.path.join(out, 'coco_eval.json')}")
         return metrics
 

@@ -143,7 +143,8 @@ def _prediction_picture(cfg, model, num_images: int = 8) -> Optional[str]:
 
     if not cfg.DATASETS.TEST or not is_main_process():
         return None
-    records, meta = get_detection_dataset(cfg.DATASETS.TEST[0], filter_empty=False, check_images="none")
+    records, meta = get_detection_dataset(cfg.DATASETS.TEST[0], filter_empty=False, check_images="none",
+                                          instances_without_mask="keep")
     net = unwrap_model(model)
     was_training = net.training
     predictor = DetectionPredictor(net, meta.thing_classes, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
@@ -162,6 +163,7 @@ def train_detection(cfg, resume: bool = False, eval_only: bool = False) -> Dict:
     from resdet.data.catalog import register_from_config
     from resdet.data.loader import build_detection_train_loader
     from resdet.engine import Checkpointer, build_trainer, build_training_state, cleanup, default_setup
+    from resdet.evaluation.inference import check_evaluation_datasets
 
     refuse_cudnn_benchmark(cfg)
     # the checkpoint a resumed run continues from replaces every weight: backbone weights are not needed
@@ -173,6 +175,8 @@ def train_detection(cfg, resume: bool = False, eval_only: bool = False) -> Dict:
     if not eval_only:
         _warn_frozen_random_backbone(cfg, resume)
     register_from_config(cfg)
+    # the evaluation data is checked now, as evaluation will check it, not after a whole training run
+    check_evaluation_datasets(cfg)
     train_records = None
     if not eval_only:
         cfg, train_records = _resolve_training_length(cfg)

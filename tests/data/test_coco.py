@@ -23,8 +23,11 @@ def test_loads_crowd_empty_degenerate_and_both_mask_kinds(tmp_path, caplog):
     # empty image 3 and crowd-only image 4 are skipped for training
     assert sorted(_by_id(dicts)) == [1, 2]
     assert meta.stats == {"degenerate_boxes": 1, "short_polygon_instances": 1, "clipped_boxes": 1,
-                          "empty_images_skipped": 2, "filled_area": 1, "bad_images_skipped": 0}
-    assert "dropped 1 degenerate boxes (e.g. annotation ids [13])" in caplog.text
+                          "empty_images_skipped": 2, "filled_area": 1, "bad_images_skipped": 0,
+                          "instances_without_mask_ignored": 0}
+    assert "left out 1 annotations whose box has no area after clipping to the image, e.g. ids [13]" in caplog.text
+    assert "left out 1 instances whose polygons all have fewer than 3 points (no mask), e.g. annotation ids [21]" \
+        in caplog.text
     # non-contiguous ids 1, 5, 9 -> labels 1, 2, 3, and back
     assert meta.dataset_id_to_contiguous == {1: 1, 5: 2, 9: 3}
     assert meta.contiguous_to_dataset_id == {1: 1, 2: 5, 3: 9}

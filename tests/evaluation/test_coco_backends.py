@@ -79,3 +79,18 @@ def test_unknown_backend_is_an_error():
     gt, _ = _crowd_case()
     with pytest.raises(ValueError, match="TEST.COCO_EVAL_BACKEND must be one of"):
         COCOEvaluator(gt, ("bbox",), {1: 3, 2: 8}, backend="detectron2")
+
+
+def test_faster_coco_eval_gets_the_same_repaired_ground_truth_and_empty_results():
+    from tests.evaluation.test_coco_eval_gt import _gt, _perfect
+
+    gt = _gt()
+    for a in gt["annotations"]:
+        a["id"] -= 1  # id 0: both backends read it as "unmatched"; the repaired copy scores perfect detections 1
+    gt["annotations"][4].pop("segmentation")
+    for results in (_perfect(gt), []):
+        ref = evaluate_coco_results(gt, results, ("bbox", "segm"), instances_without_mask="ignore")
+        fast = evaluate_coco_results(gt, results, ("bbox", "segm"), backend="faster_coco_eval",
+                                     instances_without_mask="ignore")
+        _same(ref, fast)
+        assert fast["bbox"]["AP"] == pytest.approx(100.0 if results else 0.0)

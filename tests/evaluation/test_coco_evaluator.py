@@ -153,7 +153,7 @@ def test_evaluates_an_existing_results_file(tmp_path, capsys):
         (lambda r: r[2].update(score=float("nan")), r"result #2 \(image 7\) has score nan"),
         (lambda r: r[0]["segmentation"].update(size=[50, 50]), r"result #0 .*RLE size \[50, 50\] does not match"),
         (lambda r: r[3].update(bbox=[0, 0, -1, 5]), r"result #3 .*negative width"),
-        (lambda r: r.clear(), r"results list is empty"),
+        (lambda r: r[2].pop("segmentation"), r"result #2 \(image 7\): an RLE segmentation must be a dict"),
     ],
 )
 def test_bad_results_files_are_errors_naming_the_entry(tmp_path, mutate, message):

@@ -55,3 +55,16 @@ def test_flags_may_follow_the_overrides():
                             "TEST.DETECTIONS_PER_IMAGE", "-1", "--backend", "faster_coco_eval"])
     assert args.opts == ["MODEL.DEVICE", "cpu", "TEST.DETECTIONS_PER_IMAGE", "-1"]
     assert (args.config, args.output_dir, args.backend) == ("c.yaml", "out", "faster_coco_eval")
+
+
+def test_eval_tool_exits_non_zero_when_an_asked_type_cannot_be_evaluated(tmp_path):
+    gt, _ = _crowd_case()
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(gt))
+    boxes_only = tmp_path / "boxes.json"
+    boxes_only.write_text(json.dumps([{"image_id": 7, "category_id": 3, "bbox": [10, 10, 30, 30], "score": 0.9}]))
+    proc = _run(["--gt", str(gt_path), "--results", str(boxes_only), "--iou-types", "segm",
+                 "--output-dir", str(tmp_path / "out")])
+    assert proc.returncode != 0
+    assert "segm evaluation was asked for, but none of its 1 results has a 'segmentation'" in proc.stderr
+    assert not (tmp_path / "out" / "coco_eval.json").exists()  # no `{}` left behind as if it had worked

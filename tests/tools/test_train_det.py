@@ -112,3 +112,21 @@ def test_eval_only_scores_a_checkpoint(tmp_path):
     a = json.load(open(tmp_path / "eval" / "inference" / "shapes_val" / "coco_eval.json"))
     b = json.load(open(tmp_path / "evaltool" / "coco_eval.json"))
     assert a["bbox"]["AP"] == b["bbox"]["AP"] and a["segm"]["AP"] == b["segm"]["AP"]
+
+
+def test_bad_evaluation_ground_truth_stops_the_run_before_training(tmp_path):
+    from tests.data.coco_fixtures import coco_dict, write_case
+
+    data = coco_dict()
+    data["annotations"][0].pop("segmentation")  # annotation 10: pycocotools' segm evaluation would raise KeyError
+    json_path, image_dir, _ = write_case(tmp_path / "val", data)
+    out = tmp_path / "run"
+    proc = subprocess.run(_cmd(*_tiny(tmp_path, out), "DATASETS.CUSTOM_NAMES", "['bad_val']",
+                               "DATASETS.CUSTOM_JSONS", f"['{json_path}']", "DATASETS.CUSTOM_IMAGE_DIRS",
+                               f"['{image_dir}']", "DATASETS.TEST", "('bad_val',)"),
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert ("1 non-crowd annotations have no segmentation (missing, null or []), e.g. ids [10], so segm "
+            "evaluation cannot score them") in proc.stderr
+    assert not (out / "metrics.jsonl").exists() and not (out / "model_final.pth").exists()
+    assert not (tmp_path / "shapes").exists()  # stopped before even the training data was made

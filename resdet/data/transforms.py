@@ -202,9 +202,11 @@ def instance_masks_at(annotations: List[dict], height: int, width: int, out_heig
     Polygons are scaled and rasterised by pycocotools at the output size, each inside its own box (the
     rasteriser only touches that block; the result equals rasterising the whole image at the output size,
     tested), and mirrored by writing the block reversed: the masks `annotations_to_masks` + resize + flip
-    would give, up to the resolution they are rasterised at (boundary pixels only, tested). Anything else
-    (RLE, no segmentation, a polygon of under 3 points or far outside the image) is made at full size by `annotations_to_masks` and resized with
-    nearest neighbour as the albumentations path does.
+    would give, up to the resolution they are rasterised at (boundary pixels only, tested). RLE masks
+    (and polygons of under 3 points or far outside the image) are made at full size by
+    `annotations_to_masks` and resized with nearest neighbour as the albumentations path does; an
+    instance with no segmentation at all is an error there (the loaders stop, or leave it out, first:
+    DATASETS.INSTANCES_WITHOUT_MASK), never a box-shaped mask.
     """
     import cv2
     from pycocotools import mask as mask_util

@@ -175,10 +175,11 @@ def train_detection(cfg, resume: bool = False, eval_only: bool = False) -> Dict:
     if not eval_only:
         _warn_frozen_random_backbone(cfg, resume)
     register_from_config(cfg)
-    # the evaluation data is checked now, as evaluation will check it, not after a whole training run
-    check_evaluation_datasets(cfg)
     train_records = None
     if not eval_only:
+        # the evaluation data is checked now, as evaluation will check it, not after a whole training run
+        # (--eval-only: evaluation checks it first thing, after the weights have loaded)
+        check_evaluation_datasets(cfg)
         cfg, train_records = _resolve_training_length(cfg)
     model = build_model(_without_backbone_weights(cfg) if resumed_from else cfg, device)
     if cfg.MODEL.WEIGHTS and not resume:  # a class-count mismatch named by its key, not a tensor-size list

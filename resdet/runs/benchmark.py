@@ -5,6 +5,8 @@ module beside it (benchmark_det.py: the detectors).
 
   python tools/benchmark.py --device cpu --size 256 --batch 2 --iters 3
   python tools/benchmark.py --device cuda --size 800x1216 --batch 8 --iters 20 --amp fp16
+  python tools/benchmark.py --counts --size 192x256 --count-batches 1 8     # host reads and aten ops
+                                                                              (benchmark_counts.py)
 """
 from __future__ import annotations
 
@@ -42,7 +44,14 @@ def main(argv=None) -> int:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--boxes", type=int, default=7, help="ground-truth boxes per training image")
     p.add_argument("--json", help="append one JSON line per measurement to this file")
+    p.add_argument("--counts", action="store_true",
+                   help="count host reads and aten ops of a training step and an inference call instead of timing")
+    p.add_argument("--count-batches", type=int, nargs="+", default=[1, 8], help="batch sizes for --counts")
     args = p.parse_args(argv)
+    if args.counts:
+        from .benchmark_counts import main_counts
+
+        return main_counts(args)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda was asked for but no GPU is visible; use --device cpu")
     amp = args.amp if args.amp is not None else ("fp16" if args.device.startswith("cuda") else "")

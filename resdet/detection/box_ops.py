@@ -7,14 +7,16 @@ such blocks, and a sampler that draws for all images in one call. Those are writ
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BoxCoder", "aligned_iou", "match_boxes", "sample_balanced", "clip_boxes", "box_sizes_ok", "grouped_nms",
-           "BELOW_LOW", "BETWEEN"]
+__all__ = ["BoxCoder", "aligned_iou", "match_boxes", "sample_slots", "sample_balanced", "clip_boxes", "box_sizes_ok",
+           "grouped_nms", "force_packed_nms", "BELOW_LOW", "BETWEEN"]
 
 # The matcher's labels for anchors that match no ground truth (Detectron2 / torchvision convention).
 BELOW_LOW = -1  # background
@@ -107,45 +109,63 @@ def match_boxes(iou: Tensor, gt_valid: Tensor, high: float, low: float,
         return (torch.zeros((n, m), dtype=torch.int64, device=iou.device),
                 torch.zeros((n, m), dtype=torch.int64, device=iou.device))
     best_iou, matched = iou.max(dim=1)
-    labels = torch.ones_like(matched)
-    labels[best_iou < high] = -1
-    labels[best_iou < low] = 0
+    # masked_fill rather than labels[mask] = v: the same values, and no mask indexing
+    labels = torch.where(best_iou < low, 0, torch.where(best_iou < high, -1, 1))
     if allow_low_quality:
         best_per_gt = iou.max(dim=2, keepdim=True).values  # [N, G, 1]
         is_best = (iou == best_per_gt) & gt_valid[:, :, None] & (best_per_gt > 0)
-        labels[is_best.any(dim=1)] = 1
-    labels[~gt_valid.any(dim=1)] = 0
+        labels = labels.masked_fill(is_best.any(dim=1), 1)
+    labels = labels.masked_fill(~gt_valid.any(dim=1, keepdim=True), 0)
     return matched, labels
+
+
+def sample_slots(labels: Tensor, per_image: int, positive_fraction: float,
+                 generator: torch.Generator = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """Draw up to `per_image` samples per row of labels [N, M] (1 fg, 0 bg, -1 ignore/padding), at most
+    `positive_fraction` of them foreground, filling the rest with background, as fixed-size slots.
+
+    One random key per element and a top-k per row replaces torchvision's per-image randperm loop; the
+    draw depends only on the torch RNG (or `generator`), so a seed reproduces it. Nothing is read to the
+    host: the output has `per_image` slots per row whatever the counts are.
+    Returns (index [N, S] into M, is_positive [N, S], valid [N, S]) with S = per_image: row i's first
+    num_pos slots are its positives, the next num_neg its negatives (each in random order), the rest
+    invalid (their index is a repeat and must not be used).
+    """
+    n, m = labels.shape
+    pos = labels == 1
+    neg = labels == 0
+    cap = int(per_image * positive_fraction)
+    num_pos = pos.sum(dim=1).clamp(max=cap)
+    num_neg = torch.minimum(neg.sum(dim=1), per_image - num_pos)
+    keys = torch.rand(labels.shape, device=labels.device, generator=generator)
+    slot = torch.arange(per_image, device=labels.device)[None, :]
+    if m == 0:
+        empty = torch.zeros((n, per_image), dtype=torch.int64, device=labels.device)
+        return empty, empty.bool(), empty.bool()
+    pos_order = _smallest_keys(pos, keys, max(min(cap, m), 1))  # [N, kp]
+    neg_order = _smallest_keys(neg, keys, min(per_image, m))  # [N, kn]
+    is_pos = slot < num_pos[:, None]
+    valid = slot < (num_pos + num_neg)[:, None]
+    from_pos = pos_order.gather(1, slot.clamp(max=pos_order.shape[1] - 1).expand(n, -1))
+    from_neg = neg_order.gather(1, (slot - num_pos[:, None]).clamp(0, neg_order.shape[1] - 1))
+    return torch.where(is_pos, from_pos, from_neg), is_pos, valid
 
 
 def sample_balanced(labels: Tensor, per_image: int, positive_fraction: float,
                     generator: torch.Generator = None) -> Tuple[Tensor, Tensor]:
-    """Draw up to `per_image` samples per row of labels [N, M] (1 fg, 0 bg, -1 ignore/padding),
-    at most `positive_fraction` of them foreground, filling the rest with background.
-
-    One random key per element and a top-k per row replaces torchvision's per-image randperm loop;
-    the draw depends only on the torch RNG (or `generator`), so a seed reproduces it.
-    Returns boolean masks (positive [N, M], negative [N, M]).
-    """
-    pos = labels == 1
-    neg = labels == 0
-    num_pos = pos.sum(dim=1).clamp(max=int(per_image * positive_fraction))
-    num_neg = torch.minimum(neg.sum(dim=1), per_image - num_pos)
-    keys = torch.rand(labels.shape, device=labels.device, generator=generator)
-    return _take_random(pos, keys, num_pos), _take_random(neg, keys, num_neg)
+    """`sample_slots` as boolean masks (positive [N, M], negative [N, M]); the same draw."""
+    idx, is_pos, valid = sample_slots(labels, per_image, positive_fraction, generator)
+    pos = torch.zeros(labels.shape, dtype=torch.int32, device=labels.device)
+    neg = torch.zeros_like(pos)
+    pos.scatter_add_(1, idx, (is_pos & valid).to(torch.int32))  # add: invalid slots repeat an index
+    neg.scatter_add_(1, idx, (~is_pos & valid).to(torch.int32))
+    return pos > 0, neg > 0
 
 
-def _take_random(candidates: Tensor, keys: Tensor, counts: Tensor) -> Tensor:
-    """For each row, the `counts[row]` candidates with the smallest random keys."""
-    k = int(counts.max()) if counts.numel() else 0
-    chosen = torch.zeros_like(candidates)
-    if k == 0:
-        return chosen
-    keys = keys.masked_fill(~candidates, 2.0)  # non-candidates sort last
-    order = torch.topk(keys, k, dim=1, largest=False).indices  # [N, k]
-    take = torch.arange(k, device=keys.device)[None, :] < counts[:, None]
-    chosen.scatter_(1, order, take)
-    return chosen
+def _smallest_keys(candidates: Tensor, keys: Tensor, k: int) -> Tensor:
+    """For each row, the indices of the k smallest keys among the candidates, smallest first
+    (non-candidates sort last; a row's first count(candidates) entries are its draw)."""
+    return torch.topk(keys.masked_fill(~candidates, 2.0), k, dim=1, largest=False).indices
 
 
 def clip_boxes(boxes: Tensor, heights: Tensor, widths: Tensor) -> Tensor:
@@ -160,43 +180,93 @@ def box_sizes_ok(boxes: Tensor, min_size: float) -> Tensor:
     return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
 
 
+# None: pack on CUDA only (see grouped_nms); force_packed_nms() sets it for a block, e.g. to count or
+# test the GPU path on the CPU.
+_PACKED_NMS: Optional[bool] = None
+
+
+@contextlib.contextmanager
+def force_packed_nms(packed: Optional[bool] = True):
+    """Within the block, grouped_nms packs groups (True), calls NMS per group (False) or decides by
+    device (None), whatever the device. For tests and counts of the GPU branch on a CPU."""
+    global _PACKED_NMS
+    previous, _PACKED_NMS = _PACKED_NMS, packed
+    try:
+        yield
+    finally:
+        _PACKED_NMS = previous
+
+
 def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float,
-                max_boxes_per_call: int = 0) -> Tensor:
+                max_boxes_per_call: int = 0, packed: Optional[bool] = None,
+                group_sizes: Optional[Sequence[int]] = None) -> Tensor:
     """NMS within each group (e.g. image x class), returning kept indices sorted by decreasing score.
 
-    torchvision's batched_nms either offsets every group into its own region of one huge NMS (whose
-    n x n overlap mask does not fit for a batch of 8 images x 90 classes x 1000 RoIs), or loops over the
-    groups doing a full `idxs == g` scan each time (quadratic in the batch). Here the boxes are sorted by
-    group once and consecutive groups are packed into calls of at most `max_boxes_per_call` boxes
-    (default: 20000 on GPU, where one call is cheaper than many launches; one group per call on CPU,
-    where NMS costs n^2 and packing groups only adds cross-group pairs), offset apart inside each call
-    by a small offset (the group's rank within its call), so coordinates keep their float32 precision.
+    Equal to torchvision's `nms` run on each group alone. Two branches:
+    - per group (default on CPU, where NMS costs n^2 and packing only adds cross-group pairs): one
+      `nms` call per group, in the boxes' own dtype;
+    - packed (default on CUDA, where one call is cheaper than many launches and syncs, each torchvision
+      CUDA NMS call reads its overlap mask to the host): consecutive groups are packed into calls of at
+      most `max_boxes_per_call` boxes (default 20000), each group moved to its own region by an offset.
+      torchvision's batched_nms adds such offsets in float32, where at COCO scale (640 groups of 1334
+      px) they reach 1e6 and the float32 step becomes 1/16 px, so IoUs and kept boxes change. Here the
+      shifted boxes are float64, whose step at 2^31 is 2^-21 px, so the packed call decides every pair
+      as per-group NMS does (tests/detection/test_box_ops.py compares kept indices at COCO scale).
+    `packed=None` takes force_packed_nms()'s setting, else packs on CUDA.
+    `group_sizes`: host counts of boxes already sorted by group (group 0's boxes first, ...); lets the
+    calls be planned without reading the device. Otherwise the sorted group ids are read once.
     """
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
     from torchvision.ops import nms
 
-    limit = max_boxes_per_call or (20000 if boxes.is_cuda else 1)
-    by_group = torch.argsort(groups, stable=True)
-    sorted_groups = groups[by_group]
-    _, counts = torch.unique_consecutive(sorted_groups, return_counts=True)
-    counts = counts.tolist()
-    # local rank of each group inside its call, and where each call ends
-    calls, rank, start, size, r = [], [], 0, 0, 0
-    for c in counts:
-        if size and size + c > limit:
-            calls.append((start, start + size))
-            start, size, r = start + size, 0, 0
-        rank.append(r)
-        size += c
-        r += 1
-    calls.append((start, start + size))
-    local_rank = torch.repeat_interleave(torch.tensor(rank, device=boxes.device),
-                                         torch.tensor(counts, device=boxes.device))
-    b = boxes[by_group]
-    span = (b.max() - torch.minimum(b.min(), b.new_zeros(())) + 1).to(b.dtype)
-    shifted = b - torch.minimum(b.min(), b.new_zeros(())) + (local_rank.to(b.dtype) * span)[:, None]
-    s = scores[by_group]
-    kept = [by_group[lo + nms(shifted[lo:hi], s[lo:hi], iou_threshold)] for lo, hi in calls]
-    kept = torch.cat(kept)
+    if packed is None:
+        packed = _PACKED_NMS if _PACKED_NMS is not None else boxes.is_cuda
+    limit = max_boxes_per_call or 20000
+    n = boxes.shape[0]
+    if group_sizes is None:
+        if packed and n <= limit:  # one call: no need to know the groups on the host
+            kept = nms(_offset_by_group(boxes, groups), scores.double(), iou_threshold)
+            return kept[torch.argsort(scores[kept], descending=True, stable=True)]
+        by_group = torch.argsort(groups, stable=True)
+        sorted_groups = groups[by_group]
+        group_sizes = _run_lengths(sorted_groups)  # the one host read
+    else:
+        if sum(group_sizes) != n:
+            raise ValueError(f"grouped_nms: group_sizes add up to {sum(group_sizes)} but there are {n} boxes")
+        by_group = None
+    starts = [0]
+    for c in group_sizes:
+        starts.append(starts[-1] + int(c))
+    if packed:  # consecutive groups packed into calls of at most `limit` boxes (one group may exceed it)
+        calls, lo = [], 0
+        for i in range(1, len(starts)):
+            if starts[i] - lo > limit and starts[i - 1] > lo:
+                calls.append((lo, starts[i - 1]))
+                lo = starts[i - 1]
+        calls.append((lo, n))
+    else:
+        calls = [(a, b) for a, b in zip(starts[:-1], starts[1:]) if b > a]
+    b, s, g = (boxes, scores, groups) if by_group is None else (boxes[by_group], scores[by_group], groups[by_group])
+    if packed:
+        b, s = _offset_by_group(b, g), s.double()
+    kept = torch.cat([lo + nms(b[lo:hi], s[lo:hi], iou_threshold) for lo, hi in calls])
+    if by_group is not None:
+        kept = by_group[kept]
     return kept[torch.argsort(scores[kept], descending=True, stable=True)]
+
+
+def _offset_by_group(boxes: Tensor, groups: Tensor) -> Tensor:
+    """Boxes in float64, group g moved by g * span along both axes, span a power of two larger than
+    twice the largest coordinate, so no two groups overlap and the shift itself rounds nothing that
+    float32 coordinates above 2^-20 px hold (the offsets stay below 2^31)."""
+    b = boxes.double()
+    span = torch.exp2(torch.ceil(torch.log2(2 * b.abs().max() + 2)))
+    return b + (groups.double() * span)[:, None]
+
+
+def _run_lengths(sorted_values: Tensor) -> List[int]:
+    """Lengths of the runs of equal values in a sorted 1-D tensor, read to the host in one transfer."""
+    values = sorted_values.cpu().numpy()
+    cuts = np.flatnonzero(values[1:] != values[:-1]) + 1
+    return np.diff(np.concatenate(([0], cuts, [len(values)]))).tolist()

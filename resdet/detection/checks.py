@@ -51,18 +51,6 @@ def check_targets(targets: Optional[Sequence[Dict[str, Tensor]]], images, num_cl
         if not isinstance(labels, Tensor) or labels.shape != (k,) or labels.dtype != torch.int64:
             desc = f"{tuple(labels.shape)} {labels.dtype}" if isinstance(labels, Tensor) else type(labels).__name__
             raise ValueError(f"targets[{i}]['labels'] must be an int64 tensor of shape [{k}] (one per box); got {desc}")
-        if k:
-            bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-            if bad.any():
-                j = int(bad.nonzero()[0])
-                raise ValueError(f"targets[{i}]['boxes'][{j}] = {boxes[j].tolist()} has no area: boxes must be "
-                                 "x1, y1, x2, y2 with x2 > x1 and y2 > y1")
-            if not torch.isfinite(boxes).all():
-                raise ValueError(f"targets[{i}]['boxes'] contains NaN or infinite values")
-            lo, hi = int(labels.min()), int(labels.max())
-            if lo < 1 or hi > num_classes:
-                raise ValueError(f"targets[{i}]['labels'] must lie in 1..{num_classes} (0 is background); "
-                                 f"got values from {lo} to {hi}")
         if mask_on:
             masks = t["masks"]
             h, w = im.shape[-2:]
@@ -72,3 +60,33 @@ def check_targets(targets: Optional[Sequence[Dict[str, Tensor]]], images, num_cl
                                  f"image's size); got {shape}")
             if masks.dtype not in (torch.uint8, torch.bool):
                 raise ValueError(f"targets[{i}]['masks'] must be uint8 or bool; got {masks.dtype}")
+    _check_values(targets, num_classes)
+
+
+def _check_values(targets: Sequence[Dict[str, Tensor]], num_classes: int) -> None:
+    """Box areas, finiteness and label range of all targets at once: one host read when all is well (on
+    a GPU a read per image and check would stall the stream several times per step)."""
+    counts = [int(t["boxes"].shape[0]) for t in targets]
+    if not sum(counts):
+        return
+    boxes = torch.cat([t["boxes"] for t in targets]) if len(targets) > 1 else targets[0]["boxes"]
+    labels = torch.cat([t["labels"].to(boxes.device) for t in targets]) if len(targets) > 1 else targets[0]["labels"]
+    no_area = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    not_finite = ~torch.isfinite(boxes).all(dim=1)
+    bad_label = (labels < 1) | (labels > num_classes)
+    if not bool((no_area | not_finite | bad_label).any()):  # the one read
+        return
+    start = 0
+    for i, (t, k) in enumerate(zip(targets, counts)):  # an error: find it and say where (reads are fine now)
+        part = slice(start, start + k)
+        start += k
+        if bool(no_area[part].any()):
+            j = int(no_area[part].nonzero()[0])
+            raise ValueError(f"targets[{i}]['boxes'][{j}] = {t['boxes'][j].tolist()} has no area: boxes must be "
+                             "x1, y1, x2, y2 with x2 > x1 and y2 > y1")
+        if bool(not_finite[part].any()):
+            raise ValueError(f"targets[{i}]['boxes'] contains NaN or infinite values")
+        if bool(bad_label[part].any()):
+            lo, hi = int(t["labels"].min()), int(t["labels"].max())
+            raise ValueError(f"targets[{i}]['labels'] must lie in 1..{num_classes} (0 is background); "
+                             f"got values from {lo} to {hi}")

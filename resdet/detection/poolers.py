@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -50,16 +50,50 @@ class ROIPooler(nn.Module):
         self.canonical_box_size = canonical_box_size
         self.canonical_level = canonical_level
 
-    def forward(self, features: List[Tensor], boxes: Tensor, batch_idx: Tensor) -> Tensor:
+    @property
+    def num_levels(self) -> int:
+        return self.max_level - self.min_level + 1
+
+    def levels(self, boxes: Tensor) -> Tensor:
+        """The pyramid level index (0 = finest) each box [R, 4] is pooled from."""
+        return assign_levels(boxes, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level)
+
+    def count_levels(self, levels: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """Boxes per level as a device tensor [L] (only where `mask`): the plan `forward` needs on the host.
+        Callers read several such counts in one transfer, instead of one read per level and call."""
+        hits = levels[:, None] == torch.arange(self.num_levels, device=levels.device)
+        if mask is not None:
+            hits = hits & mask[:, None]
+        return hits.sum(0)
+
+    def forward(self, features: List[Tensor], boxes: Tensor, batch_idx: Tensor, levels: Optional[Tensor] = None,
+                level_counts: Optional[Sequence[int]] = None) -> Tensor:
+        """Pooled features [R, C, S, S] of boxes [R, 4] of images batch_idx [R].
+
+        The boxes are sorted by level once and each level's slice pooled by one roi_align; that needs
+        the number of boxes per level on the host: pass `levels` and `level_counts` (host ints, from
+        `count_levels`) or they are computed here (one host read)."""
         rois = torch.cat([batch_idx[:, None].to(boxes.dtype), boxes], dim=1)
         if len(features) == 1:
             return roi_align(_float(features[0]), rois.float(), self.output_size, self.scales[0], self.sampling_ratio,
                              self.aligned).to(features[0].dtype)
-        levels = assign_levels(boxes, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level)
-        out = features[0].new_zeros((boxes.shape[0], features[0].shape[1]) + self.output_size)
-        for lvl, (feat, scale) in enumerate(zip(features, self.scales)):
-            idx = torch.nonzero(levels == lvl).squeeze(1)
-            if idx.numel():
-                out[idx] = roi_align(_float(feat), rois[idx].float(), self.output_size, scale,
-                                     self.sampling_ratio, self.aligned).to(out.dtype)
-        return out
+        if levels is None:
+            levels = self.levels(boxes)
+        if level_counts is None:
+            level_counts = self.count_levels(levels).tolist()
+        if len(level_counts) != len(features) or sum(level_counts) != boxes.shape[0]:
+            raise ValueError(f"ROIPooler: level_counts {list(level_counts)} do not fit {boxes.shape[0]} boxes on "
+                             f"{len(features)} levels")
+        order = torch.argsort(levels)
+        rois = rois[order].float()
+        parts, start = [], 0
+        for feat, scale, count in zip(features, self.scales, level_counts):
+            if count:
+                parts.append(roi_align(_float(feat), rois[start:start + count], self.output_size, scale,
+                                       self.sampling_ratio, self.aligned))
+            start += count
+        if not parts:
+            return features[0].new_zeros((0, features[0].shape[1]) + self.output_size)
+        pooled = torch.cat(parts) if len(parts) > 1 else parts[0]
+        # back to the boxes' order
+        return pooled.new_empty(pooled.shape).index_copy_(0, order, pooled).to(features[0].dtype)

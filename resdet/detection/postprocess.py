@@ -21,20 +21,28 @@ def select_detections(class_logits: Tensor, box_deltas: Tensor, proposals: Tenso
 
     Every (proposal, foreground class) pair with softmax score above `score_thresh` is a candidate;
     NMS runs per (image, class) group in one batched call, then each image keeps its `topk` best.
-    Returns padded (boxes [N, D, 4], scores [N, D], labels [N, D], valid [N, D]).
+    Scores are computed and ranked in float32 (half-precision logits are cast first).
+    One host read: the number of candidates per (image, class) group, which sizes the candidate list
+    and plans the NMS calls. Returns padded (boxes [N, topk, 4], scores, labels, valid [N, topk]).
     """
     num_images = image_sizes.shape[0]
     num_classes = class_logits.shape[1]  # including background at 0
-    boxes = box_coder.decode(box_deltas, proposals)  # [R, C, 4]
+    boxes = box_coder.decode(box_deltas.float(), proposals)  # [R, C, 4]
     h = image_sizes[batch_idx, 0, None].to(boxes.dtype)
     w = image_sizes[batch_idx, 1, None].to(boxes.dtype)
     boxes = clip_boxes(boxes, h, w)[:, 1:]
-    scores = F.softmax(class_logits, -1)[:, 1:]
+    scores = F.softmax(class_logits.float(), -1)[:, 1:]
     labels = torch.arange(1, num_classes, device=scores.device).expand_as(scores)
-    keep = (scores > score_thresh) & box_sizes_ok(boxes, min_box_size)
-    roi, cls = keep.nonzero(as_tuple=True)
-    boxes, scores, labels, img = boxes[roi, cls], scores[roi, cls], labels[roi, cls], batch_idx[roi]
-    kept = grouped_nms(boxes, scores, img * num_classes + labels, nms_thresh)
+    keep = ((scores > score_thresh) & box_sizes_ok(boxes, min_box_size)).reshape(-1)
+    groups = (batch_idx[:, None] * num_classes + labels).reshape(-1)
+    per_group = torch.zeros(num_images * num_classes, dtype=torch.int64, device=scores.device)
+    per_group = per_group.index_add_(0, groups, keep.to(torch.int64)).tolist()  # the one read
+    # candidates in (proposal, class) order, then sorted by group: no further read
+    cand = torch.argsort(~keep, stable=True)[: sum(per_group)]
+    cand = cand[torch.argsort(groups[cand], stable=True)]
+    boxes, scores, labels = boxes.reshape(-1, 4)[cand], scores.reshape(-1)[cand], labels.reshape(-1)[cand]
+    kept = grouped_nms(boxes, scores, groups[cand], nms_thresh, group_sizes=[c for c in per_group if c])
+    img = batch_idx[cand // (num_classes - 1)]
     return _reorder(*top_k_per_image(boxes[kept], img[kept], num_images, topk, extra=(scores[kept], labels[kept])))
 
 

@@ -20,7 +20,7 @@ from .fpn import FPN
 from .postprocess import paste_masks, scale_boxes
 from .roi_heads import StandardROIHeads
 from .rpn import RPN
-from .structures import GroundTruth, ImageBatch, pad_images
+from .structures import GroundTruth, ImageBatch, padded_shape, sizes_tensor
 from .checks import check_images, check_targets
 
 __all__ = ["GeneralizedRCNN", "build_detection_model"]
@@ -55,19 +55,26 @@ class GeneralizedRCNN(nn.Module):
         return self.roi_heads.num_classes
 
     def preprocess(self, images: Sequence[Tensor]) -> ImageBatch:
+        """Normalised images in one zero-padded tensor. The raw images are placed on a canvas filled
+        with the pixel mean and the whole batch is normalised at once: (mean - mean) / std is exactly the
+        zero padding, and each image's pixels get the same arithmetic as when normalised alone."""
         device = self.pixel_mean.device
-        normed = [(im.to(device, torch.float32) - self.pixel_mean) / self.pixel_std for im in images]
-        batch = pad_images(normed, self.size_divisibility)
-        if self.pixel_mean.device.type == "cuda" and _is_channels_last(self.backbone):
-            batch.tensor = batch.tensor.contiguous(memory_format=torch.channels_last)
-        return batch
+        sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        h, w = padded_shape(sizes, self.size_divisibility)
+        canvas = self.pixel_mean.expand(len(images), -1, h, w).contiguous()
+        for i, im in enumerate(images):  # one copy per image (dtype and device conversion included)
+            canvas[i, :, : im.shape[-2], : im.shape[-1]].copy_(im)
+        tensor = (canvas - self.pixel_mean) / self.pixel_std
+        if device.type == "cuda" and _is_channels_last(self.backbone):
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return ImageBatch(tensor, sizes_tensor(sizes, device), sizes)
 
     def forward(self, images: Sequence[Tensor], targets: Optional[Sequence[Dict[str, Tensor]]] = None,
                 original_sizes: Optional[Sequence[Tuple[int, int]]] = None):
         check_images(images)
         gt = None
         if self.training:
-            check_targets(targets, images, self.num_classes, self.roi_heads.mask_on)
+            check_targets(targets, images, self.num_classes, self.roi_heads.mask_on)  # one host read
             gt = GroundTruth.from_targets(targets, self.pixel_mean.device)
         batch = self.preprocess(images)
         features = self.fpn(self.backbone(batch.tensor))
@@ -75,28 +82,31 @@ class GeneralizedRCNN(nn.Module):
         result, head_losses = self.roi_heads(features, proposals, valid, batch.image_sizes, gt)
         if self.training:
             return {**rpn_losses, **head_losses}
-        return self.postprocess(result, batch.image_sizes, original_sizes)
+        return self.postprocess(result, batch.image_sizes, original_sizes, batch.sizes)
 
     def postprocess(self, result: Dict[str, Tensor], image_sizes: Tensor,
-                    original_sizes: Optional[Sequence[Tuple[int, int]]]) -> List[Dict[str, Tensor]]:
-        """Per-image dicts in the original frame; masks of all images pasted in one call."""
-        out_sizes = image_sizes
+                    original_sizes: Optional[Sequence[Tuple[int, int]]],
+                    sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[Dict[str, Tensor]]:
+        """Per-image dicts in the original frame; masks of all images pasted in one call. The sizes and
+        the detections per image are host values already (from the batch and the RoI heads)."""
         boxes = result["boxes"]
+        out_sizes = [tuple(int(v) for v in s) for s in sizes] if sizes is not None else None
         if original_sizes is not None:
             if len(original_sizes) != image_sizes.shape[0]:
                 raise ValueError(f"original_sizes has {len(original_sizes)} entries for {image_sizes.shape[0]} images")
-            out_sizes = torch.as_tensor([list(s) for s in original_sizes], dtype=torch.int64, device=boxes.device)
-            boxes = scale_boxes(boxes, image_sizes, out_sizes)
-        counts = result["valid"].sum(1).tolist()
+            out_sizes = [(int(h), int(w)) for h, w in original_sizes]
+            boxes = scale_boxes(boxes, image_sizes, sizes_tensor(out_sizes, boxes.device))
+        counts = result.get("counts")
+        if counts is None:
+            counts = result["valid"].sum(1).tolist()
         outputs = [{"boxes": boxes[i, :c], "scores": result["scores"][i, :c], "labels": result["labels"][i, :c]}
                    for i, c in enumerate(counts)]
         if "mask_probs" in result:
-            valid = result["valid"]
-            img, idx = valid.nonzero(as_tuple=True)
-            canvas = out_sizes.max(dim=0).values.tolist()
-            pasted = paste_masks(result["mask_probs"][img, idx], boxes[img, idx], canvas)
-            for i, (o, part) in enumerate(zip(outputs, pasted.split(counts))):
-                h, w = out_sizes[i].tolist()
+            if out_sizes is None:
+                out_sizes = [tuple(s) for s in image_sizes.tolist()]
+            canvas = (max(h for h, _ in out_sizes), max(w for _, w in out_sizes))
+            pasted = paste_masks(result["mask_probs"], boxes.reshape(-1, 4)[result["rows"]], canvas)
+            for o, part, (h, w) in zip(outputs, pasted.split(counts), out_sizes):
                 o["masks"] = part[:, :, :h, :w]
         return outputs
 

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from .box_ops import BoxCoder, aligned_iou, match_boxes, sample_balanced
+from .box_ops import BoxCoder, aligned_iou, match_boxes, sample_slots
 from .poolers import ROIPooler
 from .postprocess import select_detections
-from .structures import GroundTruth
+from .structures import GroundTruth, host_tensor
 
 __all__ = ["BoxHead", "BoxPredictor", "MaskHead", "StandardROIHeads"]
 
@@ -144,28 +144,31 @@ class StandardROIHeads(nn.Module):
 
     # ------------------------------------------------------------------ training
     def _sample(self, proposals: Tensor, valid: Tensor, gt: GroundTruth):
-        """Flat sampled RoIs: (boxes, image index, class label (0 = bg), matched gt index, is_fg)."""
+        """Sampled RoIs as fixed slots [N, S] (S = batch_size_per_image): (boxes [N, S, 4], class label
+        [N, S] (0 = bg), matched gt index [N, S], is_fg [N, S], valid [N, S]); no host reads."""
         if self.proposal_append_gt:
             proposals = torch.cat([proposals, gt.boxes], 1)
             valid = torch.cat([valid, gt.valid], 1)
         iou = aligned_iou(proposals[:, None], gt.boxes[:, :, None])  # [N, G, P]
         matched, labels = match_boxes(iou, gt.valid, self.iou_threshold, self.iou_threshold, False)
         labels = labels.masked_fill(~valid, -1)
-        pos, neg = sample_balanced(labels, self.batch_size_per_image, self.positive_fraction)
-        img, idx = (pos | neg).nonzero(as_tuple=True)
-        fg = pos[img, idx]
-        gt_idx = matched[img, idx]
-        cls = torch.where(fg, gt.labels[img, gt_idx], torch.zeros_like(gt_idx))
-        return proposals[img, idx], img, cls, gt_idx, fg
+        idx, is_pos, ok = sample_slots(labels, self.batch_size_per_image, self.positive_fraction)
+        boxes = proposals.gather(1, idx[..., None].expand(-1, -1, 4))
+        gt_idx = matched.gather(1, idx)
+        fg = is_pos & ok
+        cls = torch.where(fg, gt.labels.gather(1, gt_idx), 0)
+        return boxes, cls, gt_idx, fg, ok
 
     def _box_loss(self, logits: Tensor, deltas: Tensor, boxes: Tensor, img: Tensor, cls: Tensor,
                   gt_idx: Tensor, fg: Tensor, gt: GroundTruth) -> Dict[str, Tensor]:
+        """Cross-entropy over all sampled RoIs; smooth L1 of the fg RoIs' class deltas, summed and divided
+        by the number sampled (torchvision's normalisation), without selecting the fg rows on the host."""
         loss_cls = F.cross_entropy(logits, cls)
-        rows = fg.nonzero().squeeze(1)
-        targets = self.box_coder.encode(gt.boxes[img[rows], gt_idx[rows]], boxes[rows])
-        pred = deltas.view(deltas.shape[0], -1, 4)[rows, cls[rows]].float()
-        loss_box = F.smooth_l1_loss(pred, targets, beta=self.smooth_l1_beta,
-                                    reduction="sum") / max(cls.numel(), 1)
+        targets = self.box_coder.encode(gt.boxes[img, gt_idx], boxes)
+        targets = torch.where(fg[:, None], targets, 0.0)  # bg rows may match zero-size padding: inf
+        pred = deltas.view(deltas.shape[0], -1, 4).gather(1, cls[:, None, None].expand(-1, 1, 4))[:, 0].float()
+        per_row = F.smooth_l1_loss(pred, targets, beta=self.smooth_l1_beta, reduction="none")
+        loss_box = torch.where(fg[:, None], per_row, 0.0).sum() / max(cls.numel(), 1)
         return {"loss_classifier": loss_cls, "loss_box_reg": loss_box}
 
     def _mask_targets(self, boxes: Tensor, img: Tensor, gt_idx: Tensor, gt: GroundTruth, size: int) -> Tensor:
@@ -176,14 +179,48 @@ class StandardROIHeads(nn.Module):
         mask (roi_align clamps samples at the border to the edge pixel, as the replicated pad does).
         """
         masks = [m.to(boxes.device) for m in gt.masks]
-        counts = torch.tensor([m.shape[0] for m in masks], device=boxes.device)
-        first = torch.cumsum(counts, 0) - counts
+        counts = [m.shape[0] for m in masks]
+        first = host_tensor([sum(counts[:i]) for i in range(len(counts))], boxes.device)
         h = max(m.shape[-2] for m in masks)
         w = max(m.shape[-1] for m in masks)
         stacked = torch.cat([_pad_replicate(m[:, None].float(), h, w) for m in masks])
         rois = torch.cat([(first[img] + gt_idx)[:, None].to(boxes.dtype), boxes], 1)
         aligned = self.mask_pooler.aligned
         return roi_align(stacked, rois, (size, size), 1.0, 0, aligned)[:, 0]
+
+    def _training_forward(self, feats: List[Tensor], proposals: Tensor, valid: Tensor,
+                          gt: GroundTruth) -> Dict[str, Tensor]:
+        boxes, cls, gt_idx, fg, ok = self._sample(proposals, valid, gt)
+        n, s = ok.shape
+        flat_boxes = boxes.reshape(-1, 4)
+        box_levels = self.box_pooler.levels(flat_boxes)
+        counts = [self.box_pooler.count_levels(box_levels, ok.reshape(-1))]
+        if self.mask_on:
+            mask_levels = self.mask_pooler.levels(flat_boxes)
+            counts.append(self.mask_pooler.count_levels(mask_levels, fg.reshape(-1)))
+        # The step's one read of data-dependent sizes: RoIs (and fg RoIs) per pyramid level.
+        counts = torch.cat(counts).tolist()
+        box_counts, fg_counts = counts[: self.box_pooler.num_levels], counts[self.box_pooler.num_levels:]
+        # the valid slots first, in (image, slot) order, then cut: a compaction with no read
+        rows = torch.argsort(~ok.reshape(-1), stable=True)[: sum(box_counts)]
+        img = rows // s
+        b, c, gi, f = flat_boxes[rows], cls.reshape(-1)[rows], gt_idx.reshape(-1)[rows], fg.reshape(-1)[rows]
+        pooled = self.box_pooler(feats, b, img, box_levels[rows], box_counts)
+        logits, deltas = self.box_predictor(self.box_head(pooled))
+        losses = self._box_loss(logits, deltas, b, img, c, gi, f, gt)
+        if self.mask_on:
+            num_fg = sum(fg_counts)
+            fg_rows = torch.argsort(~f, stable=True)[:num_fg]  # fg rows of the compacted RoIs
+            fb, fimg, fcls = b[fg_rows], img[fg_rows], c[fg_rows]
+            mask_logits = self.mask_head(self.mask_pooler(feats, fb, fimg, mask_levels[rows[fg_rows]], fg_counts))
+            if num_fg == 0:
+                losses["loss_mask"] = mask_logits.sum() * 0
+            else:
+                m = mask_logits.shape[-1]
+                targets = self._mask_targets(fb, fimg, gi[fg_rows], gt, m)
+                picked = mask_logits.gather(1, fcls[:, None, None, None].expand(-1, 1, m, m))[:, 0]
+                losses["loss_mask"] = F.binary_cross_entropy_with_logits(picked, targets.to(picked.dtype))
+        return losses
 
     # ------------------------------------------------------------------ forward
     def forward(self, features: Dict[str, Tensor], proposals: Tensor, valid: Tensor, image_sizes: Tensor,
@@ -192,35 +229,38 @@ class StandardROIHeads(nn.Module):
         if self.training:
             if gt is None:
                 raise ValueError("StandardROIHeads: training needs ground truth")
-            boxes, img, cls, gt_idx, fg = self._sample(proposals, valid, gt)
-            logits, deltas = self.box_predictor(self.box_head(self.box_pooler(feats, boxes, img)))
-            losses = self._box_loss(logits, deltas, boxes, img, cls, gt_idx, fg, gt)
-            if self.mask_on:
-                rows = fg.nonzero().squeeze(1)
-                mask_logits = self.mask_head(self.mask_pooler(feats, boxes[rows], img[rows]))
-                if rows.numel() == 0:
-                    losses["loss_mask"] = mask_logits.sum() * 0
-                else:
-                    m = mask_logits.shape[-1]
-                    targets = self._mask_targets(boxes[rows], img[rows], gt_idx[rows], gt, m)
-                    picked = mask_logits[torch.arange(rows.numel(), device=rows.device), cls[rows]]
-                    losses["loss_mask"] = F.binary_cross_entropy_with_logits(picked, targets.to(picked.dtype))
-            return None, losses
+            return None, self._training_forward(feats, proposals, valid, gt)
 
-        img, idx = valid.nonzero(as_tuple=True)
-        boxes = proposals[img, idx]
-        logits, deltas = self.box_predictor(self.box_head(self.box_pooler(feats, boxes, img)))
+        n, p = valid.shape
+        flat = proposals.reshape(-1, 4)
+        levels = self.box_pooler.levels(flat)
+        counts = self.box_pooler.count_levels(levels, valid.reshape(-1)).tolist()  # read: proposals per level
+        rows = torch.argsort(~valid.reshape(-1), stable=True)[: sum(counts)]
+        boxes, img = flat[rows], rows // p
+        logits, deltas = self.box_predictor(self.box_head(self.box_pooler(feats, boxes, img, levels[rows], counts)))
         det_boxes, scores, labels, det_valid = select_detections(
             logits.float(), deltas.float(), boxes, img, image_sizes, self.box_coder, self.score_thresh, self.nms_thresh,
             self.detections_per_image)
-        result = {"boxes": det_boxes, "scores": scores, "labels": labels, "valid": det_valid}
+        d = det_valid.shape[1]
+        flat_valid = det_valid.reshape(-1)
+        wanted = [det_valid.sum(1)]
         if self.mask_on:
-            d_img, d_idx = det_valid.nonzero(as_tuple=True)
-            probs = det_boxes.new_zeros(det_valid.shape + (1,) + (2 * self.mask_pooler.output_size[0],) * 2)
-            if d_img.numel():
-                mask_logits = self.mask_head(self.mask_pooler(feats, det_boxes[d_img, d_idx], d_img))
-                lab = labels[d_img, d_idx]
-                picked = mask_logits[torch.arange(lab.numel(), device=lab.device), lab]
-                probs[d_img, d_idx] = torch.sigmoid(picked.float())[:, None]
-            result["mask_probs"] = probs  # [N, D, 1, M, M]; pasted into the image by the caller
+            mask_levels = self.mask_pooler.levels(det_boxes.reshape(-1, 4))
+            wanted.append(self.mask_pooler.count_levels(mask_levels, flat_valid))
+        # read: detections per image (and per level, for the mask pooler)
+        got = torch.cat(wanted).tolist()
+        per_image = got[:n]
+        rows = torch.argsort(~flat_valid, stable=True)[: sum(per_image)]  # the detections, image by image
+        result = {"boxes": det_boxes, "scores": scores, "labels": labels, "valid": det_valid,
+                  "counts": per_image, "rows": rows}
+        if self.mask_on:
+            m = 2 * self.mask_pooler.output_size[0]
+            if rows.numel():
+                mask_logits = self.mask_head(self.mask_pooler(feats, det_boxes.reshape(-1, 4)[rows], rows // d,
+                                                              mask_levels[rows], got[n:]))
+                lab = labels.reshape(-1)[rows]
+                picked = mask_logits.gather(1, lab[:, None, None, None].expand(-1, 1, m, m))
+                result["mask_probs"] = torch.sigmoid(picked.float())  # [R, 1, M, M], R = sum(counts)
+            else:
+                result["mask_probs"] = det_boxes.new_zeros((0, 1, m, m))
         return result, {}

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .anchors import AnchorGenerator
-from .box_ops import BoxCoder, aligned_iou, box_sizes_ok, clip_boxes, grouped_nms, match_boxes, sample_balanced
+from .box_ops import BoxCoder, aligned_iou, box_sizes_ok, clip_boxes, grouped_nms, match_boxes, sample_slots
 from .structures import GroundTruth, top_k_per_image
 
 __all__ = ["RPNHead", "RPN"]
@@ -100,38 +100,56 @@ class RPN(nn.Module):
 
     def _select_proposals(self, logits: List[Tensor], deltas: List[Tensor], anchors: List[Tensor],
                           image_sizes: Tensor) -> Tuple[Tensor, Tensor]:
+        """Per level top-k by objectness, decode, clip, drop small boxes, NMS per (image, level), then each
+        image's best post_nms_topk: proposals [N, P, 4] and their validity [N, P], P = post_nms_topk.
+
+        Nothing is read to the host: every (image, level) group has a known size (its top-k), boxes that
+        fail the size or score test stay in place as zero-area boxes (whose IoU with anything is 0, so
+        in NMS they neither suppress nor are suppressed, as if removed first) and are marked invalid.
+        """
         n = logits[0].shape[0]
         rows = torch.arange(n, device=logits[0].device)[:, None]
-        scores, boxes, levels = [], [], []
-        for lvl, (lg, dl, an) in enumerate(zip(logits, deltas, anchors)):
+        scores, boxes, level_sizes = [], [], []
+        for lg, dl, an in zip(logits, deltas, anchors):
             k = min(self.pre_nms_topk[self.training], lg.shape[1])
-            top, idx = lg.topk(k, dim=1)
+            # rank in float32: under autocast the logits may be half precision, and ties there are not
+            # the float32 model's ties
+            top, idx = lg.float().topk(k, dim=1)
             decoded = self.box_coder.decode(dl[rows, idx].reshape(-1, 4).float(), an[idx].reshape(-1, 4))
-            scores.append(top.float())
+            scores.append(top)
             boxes.append(decoded.view(n, k, 4))
-            levels.append(torch.full_like(idx, lvl))
-        scores = torch.sigmoid(torch.cat(scores, 1))
+            level_sizes.append(k)
+        scores = torch.sigmoid(torch.cat(scores, 1))  # [N, K]
         boxes = torch.cat(boxes, 1)
-        levels = torch.cat(levels, 1)
         boxes = clip_boxes(boxes, image_sizes[:, 0, None].to(boxes.dtype), image_sizes[:, 1, None].to(boxes.dtype))
         keep = box_sizes_ok(boxes, self.min_box_size) & (scores >= self.score_thresh)
-        img, pos = keep.nonzero(as_tuple=True)
-        flat_boxes, flat_scores = boxes[img, pos], scores[img, pos]
-        # one NMS call for the batch: groups are (image, level), as torchvision's per-image loop does
-        kept = grouped_nms(flat_boxes, flat_scores, img * len(anchors) + levels[img, pos], self.nms_thresh)
-        return top_k_per_image(flat_boxes[kept], img[kept], n, self.post_nms_topk[self.training])
+        num_levels, per_image = len(level_sizes), boxes.shape[1]
+        level_of = torch.cat([torch.full((k,), lvl, dtype=torch.int64, device=boxes.device)
+                              for lvl, k in enumerate(level_sizes)])
+        groups = (rows * num_levels + level_of[None, :]).reshape(-1)  # (image, level): contiguous, sizes known
+        flat_boxes, flat_scores, flat_keep = boxes.reshape(-1, 4), scores.reshape(-1), keep.reshape(-1)
+        kept = grouped_nms(flat_boxes.masked_fill(~flat_keep[:, None], 0.0), flat_scores, groups, self.nms_thresh,
+                           group_sizes=level_sizes * n)
+        return top_k_per_image(flat_boxes[kept], kept // per_image, n, self.post_nms_topk[self.training],
+                               valid=flat_keep[kept])
 
     def _losses(self, logits: Tensor, deltas: Tensor, anchors: Tensor, gt: GroundTruth) -> Dict[str, Tensor]:
+        """Objectness (BCE) and box (smooth L1) losses over a balanced sample of anchors per image, both
+        normalised by the number sampled, as torchvision's. The sample is `per_image` fixed slots per image
+        (box_ops.sample_slots), so the losses are gathers and weighted sums: no host reads."""
         iou = aligned_iou(anchors[None, None], gt.boxes[:, :, None])  # [N, G, A]
         matched, labels = match_boxes(iou, gt.valid, self.fg_iou, self.bg_iou, allow_low_quality=True)
         del iou
-        pos, neg = sample_balanced(labels, self.batch_size_per_image, self.positive_fraction)
-        sampled = pos | neg
-        num_sampled = max(int(sampled.sum()), 1)
-        loss_obj = F.binary_cross_entropy_with_logits(logits[sampled], pos[sampled].to(logits.dtype),
-                                                      reduction="sum") / num_sampled
-        img, idx = pos.nonzero(as_tuple=True)
-        targets = self.box_coder.encode(gt.boxes[img, matched[img, idx]], anchors[idx])
-        loss_box = F.smooth_l1_loss(deltas[img, idx].float(), targets, beta=self.smooth_l1_beta,
-                                    reduction="sum") / num_sampled
+        idx, is_pos, valid = sample_slots(labels, self.batch_size_per_image, self.positive_fraction)
+        pos = is_pos & valid
+        num_sampled = valid.sum().clamp(min=1).to(torch.float32)
+        loss_obj = F.binary_cross_entropy_with_logits(logits.gather(1, idx).float(), pos.float(),
+                                                      weight=valid.float(), reduction="sum") / num_sampled
+        gt_boxes = gt.boxes.gather(1, matched.gather(1, idx)[..., None].expand(-1, -1, 4))  # [N, S, 4]
+        targets = self.box_coder.encode(gt_boxes, anchors[idx])
+        # negative slots: their "targets" can be inf (zero-size padding); keep them out of the sum
+        targets = torch.where(pos[..., None], targets, 0.0)
+        pred = deltas.gather(1, idx[..., None].expand(-1, -1, 4)).float()
+        per_slot = F.smooth_l1_loss(pred, targets, beta=self.smooth_l1_beta, reduction="none")
+        loss_box = torch.where(pos[..., None], per_slot, 0.0).sum() / num_sampled
         return {"loss_objectness": loss_obj * self.loss_weight, "loss_rpn_box_reg": loss_box * self.loss_weight}

@@ -13,6 +13,8 @@ standard ImageFolder + PIL + RandomResizedCrop pipeline, per core with --workers
   python tools/benchmark.py --loader coco --data DIR [--workers N] [--n 500]
 
   python tools/benchmark.py --suite gpu            # the GPU acceptance suite (benchmark_suite.py)
+  python tools/benchmark.py --counts --size 192x256 --count-batches 1 8     # host reads and aten ops
+                                                                              (benchmark_counts.py)
 """
 from __future__ import annotations
 
@@ -66,6 +68,9 @@ def main(argv=None) -> int:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--boxes", type=int, default=7, help="ground-truth boxes per training image")
     p.add_argument("--json", help="append one JSON line per measurement to this file")
+    p.add_argument("--counts", action="store_true",
+                   help="count host reads and aten ops of a training step and an inference call instead of timing")
+    p.add_argument("--count-batches", type=int, nargs="+", default=[1, 8], help="batch sizes for --counts")
     g = p.add_argument_group("input pipelines (--loader)")
     g.add_argument("--loader", choices=["imagenet", "coco"],
                    help="time a training input pipeline instead of the models (ours / torchvision's)")
@@ -81,6 +86,10 @@ def main(argv=None) -> int:
     g.add_argument("--rounds", type=int, default=3, help="imagenet: alternating rounds per pipeline (median)")
     g.add_argument("--decoders", action="store_true", help="imagenet: also time the JPEG decoders alone")
     args = p.parse_args(argv)
+    if args.counts:
+        from .benchmark_counts import main_counts
+
+        return main_counts(args)
     if args.loader:
         return _loader_main(args)
     if args.device.startswith("cuda") and not torch.cuda.is_available():

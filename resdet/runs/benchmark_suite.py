@@ -17,7 +17,7 @@ reference (above 1: ours is faster):
   train_cls's eager step (Trainer + the on-device pad-crop-flip DeviceBatches) against a bare eager loop
   over the same network (torchvision has no CIFAR ResNet): batches indexed from the same device tensor,
   torchvision.transforms.v2 crop and flip;
-- counts: host reads and kernel launches per step (hook below; resdet/runs/benchmark_counts.py).
+- counts: host reads and kernel launches per step, ours vs torchvision's (resdet/runs/benchmark_counts.py).
 Writes OUTPUT/benchmark.json (settings, device, every row) and OUTPUT/benchmark.md (the table). Parts
 that would start after --max-minutes are skipped and listed as such.
 """
@@ -279,18 +279,29 @@ def _fast_cifar_rows(device, batch: int, iters: int, bare_rate: float, reference
 
 
 def counts_rows(args, device: torch.device, log: Callable[[str], None]) -> List[Dict[str, Any]]:
-    """HOOK for the lead: host reads and aten ops (kernel launches) per training step and per inference
-    call, ours vs torchvision's, from engineer h9core's resdet/runs/benchmark_counts.py (not in this
-    checkout when this was written; its function's name and rows were not fixed yet). Wire its rows in
-    here as `_row("counts", model, mode, "", batch, size, "host reads", ours, torchvision's, ...)` (and a
-    second row for aten ops), so that the ratio column reads ours / torchvision's as elsewhere."""
-    try:
-        from resdet.runs import benchmark_counts  # noqa: F401
-    except ImportError:
-        log("  counts: resdet/runs/benchmark_counts.py is not in this checkout (part left out)")
-        return []
-    log("  counts: resdet/runs/benchmark_counts.py is present but not wired into the suite yet (part left out)")
-    return []
+    """Host reads (stream syncs on a GPU) and aten ops (kernel launches) per training step and per inference
+    call, ours vs torchvision's, at batch 1 and --det-batch (resdet/runs/benchmark_counts.py: the real
+    Trainer step with the optimizer train_det builds, the CUDA NMS branch). Here the ratio is a count
+    ratio: below 1, resdet reads and launches less."""
+    from resdet.runs.benchmark_counts import count_rows
+
+    h, w = args.det_size
+    amp = "fp16" if device.type == "cuda" else ""
+    rows = []
+    for arch in args.archs:
+        counted = count_rows(arch, h, w, batches=sorted({1, args.det_batch}), device=str(device), amp=amp,
+                             boxes_per_image=args.boxes)
+        by = {(r["mode"], r["batch"], r["model"]): r for r in counted}
+        for (mode, batch, model), r in by.items():
+            t = by.get((mode, batch, "torchvision"))
+            if model != "resdet" or t is None:
+                continue
+            name = "Mask R-CNN R50-FPN" if arch == "maskrcnn" else "Faster R-CNN R50-FPN"
+            for unit, key in (("host reads", "host_reads"), ("aten ops", "aten_ops")):
+                rows.append(_row("counts", name, "train step" if mode == "train" else "inference", amp or "fp32",
+                                 batch, f"{h}x{w}", unit, r[key], t[key], "torchvision (count; lower is better)"))
+                log(_line(rows[-1]))
+    return rows
 
 
 _PART_FUNCTIONS = {"detection": detection_rows, "resnet50": resnet50_rows, "cifar": cifar_rows, "counts": counts_rows}

@@ -28,9 +28,14 @@ def test_gpu_suite_rehearsal_on_cpu(tmp_path, one_thread, capsys):
     assert [(r["part"], r["mode"], r["precision"]) for r in rows] == [
         ("detection", "train", "fp32"), ("detection", "infer", "fp32"),
         ("detection", "train", "bf16"), ("detection", "infer", "bf16"),
-        ("resnet50", "train", "bf16+channels_last"), ("cifar", "train (eager step)", "fp32")]
+        ("resnet50", "train", "bf16+channels_last"), ("cifar", "train (eager step)", "fp32"),
+        ("counts", "inference", "fp32"), ("counts", "inference", "fp32"),
+        ("counts", "train step", "fp32"), ("counts", "train step", "fp32")]
     for r in rows:
         assert r["resdet"] > 0 and r["reference"] > 0 and r["ratio"] == pytest.approx(r["resdet"] / r["reference"])
+    counts = {(r["mode"], r["unit"]): r for r in rows if r["part"] == "counts"}
+    assert counts[("train step", "host reads")]["resdet"] <= 8 and counts[("inference", "host reads")]["resdet"] <= 8
+    assert counts[("train step", "aten ops")]["ratio"] < 1
     assert [r["reference_name"] for r in rows[:4]] == ["torchvision maskrcnn_resnet50_fpn"] * 4
     assert rows[4]["reference_name"].startswith("torchvision resnet50")
     for r in rows:  # same weights, same photographs: the same number of detections
@@ -39,6 +44,7 @@ def test_gpu_suite_rehearsal_on_cpu(tmp_path, one_thread, capsys):
     assert report["skipped"] == [] and report["device_name"] == "cpu"
     table = (tmp_path / "benchmark.md").read_text()
     assert table.count("\n| detection | Mask R-CNN R50-FPN |") == 4 and "| resnet50 |" in table and "| cifar |" in table
+    assert table.count("\n| counts | Mask R-CNN R50-FPN |") == 4
     assert "ratio = resdet / reference" in table
     assert "Saved" in capsys.readouterr().out
 

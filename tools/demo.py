@@ -4,6 +4,8 @@ scores out.
 
     python tools/demo.py --config configs/quickstart_shapes.yaml --weights output/quickstart_shapes/model_final.pth \
         --input datasets/shapes/val_*/images --output output/demo [--score 0.5] [KEY VALUE ...]
+    python tools/demo.py --exported output/export/coco_r50.onnx --input images/ --output output/demo
+        (a file from tools/export.py, .onnx or .pt2: resize, class names and thresholds from its metadata)
 """
 import argparse
 import os
@@ -16,7 +18,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", help="model config (YAML), for the eager model")
+    p.add_argument("--exported", default="", help="an exported detector (tools/export.py) instead of --config")
+    p.add_argument("--device", default="cpu", help="with --exported: cpu or cuda (onnxruntime's CUDA provider)")
     p.add_argument("--weights", default="", help="checkpoint (default: MODEL.WEIGHTS)")
     p.add_argument("--input", nargs="+", required=True, help="image files and/or folders of images")
     p.add_argument("--output", required=True, help="folder for the drawn pictures")
@@ -26,7 +30,12 @@ def parse_args(argv=None):
     p.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
     # Intermixed: options may come before, between or after the KEY VALUE pairs (not right after
     # --input, which takes every name that follows it).
-    return p.parse_intermixed_args(argv)
+    args = p.parse_intermixed_args(argv)
+    if bool(args.config) == bool(args.exported):
+        p.error("give either --config (the eager model) or --exported FILE (a file from tools/export.py)")
+    if args.exported and (args.weights or args.opts):
+        p.error("--weights and KEY VALUE overrides apply to --config; an exported file carries its weights and settings")
+    return args
 
 
 def list_images(inputs):
@@ -51,8 +60,10 @@ def main(argv=None):
     from resdet.predictor import DetectionPredictor
     from resdet.utils.visualize import save_image
 
-    cfg = load_config(args.config, args.opts)
-    predictor = DetectionPredictor.from_config(cfg, weights=args.weights)
+    if args.exported:
+        predictor = DetectionPredictor.from_exported(args.exported, device=args.device)
+    else:
+        predictor = DetectionPredictor.from_config(load_config(args.config, args.opts), weights=args.weights)
     if args.score is not None:
         predictor.score_threshold = args.score
     paths = list_images(args.input)[: args.limit or None]

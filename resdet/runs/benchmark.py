@@ -5,6 +5,8 @@ module beside it (benchmark_det.py: the detectors).
 
   python tools/benchmark.py --device cpu --size 256 --batch 2 --iters 3
   python tools/benchmark.py --device cuda --size 800x1216 --batch 8 --iters 20 --amp fp16
+  python tools/benchmark.py --exported output/export/coco_r50.onnx --device cpu --size 800x1216 --batch 1
+      (an exported file against the eager model it came from: benchmark_export.py)
 """
 from __future__ import annotations
 
@@ -42,7 +44,13 @@ def main(argv=None) -> int:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--boxes", type=int, default=7, help="ground-truth boxes per training image")
     p.add_argument("--json", help="append one JSON line per measurement to this file")
+    p.add_argument("--exported", default="", help="time this file from tools/export.py (.onnx: onnxruntime, "
+                   ".pt2: torch.export) against the eager model it came from, instead of torchvision")
+    p.add_argument("--weights", default="", help="with --exported: the eager model's weights (default: the "
+                   "checkpoint the file records)")
     args = p.parse_args(argv)
+    if args.exported:
+        return _main_exported(args)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda was asked for but no GPU is visible; use --device cpu")
     amp = args.amp if args.amp is not None else ("fp16" if args.device.startswith("cuda") else "")
@@ -62,5 +70,24 @@ def main(argv=None) -> int:
     print(f"device: {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}, "
           f"torch {torch.__version__}; ratio = resdet img/s / torchvision img/s")
     print(format_table(rows))
+    return 0
+
+
+def _main_exported(args) -> int:
+    from .benchmark_export import format_rows, time_exported
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for but no GPU is visible; use --device cpu")
+    rows = time_exported(args.exported, size=args.size, batch=args.batch, iters=args.iters, warmup=args.warmup,
+                         weights=args.weights, device=args.device,
+                         progress=lambda r: print(f"  {r['model']} ({r['format']}): {r['img_per_s']:.2f} img/s",
+                                                  flush=True))
+    if args.json:
+        with open(args.json, "a", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    print(f"device: {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; ratio = exported img/s / eager img/s")
+    print(format_rows(rows))
     return 0
 

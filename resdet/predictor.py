@@ -68,11 +68,12 @@ class DetectionPredictor:
                    cfg.INPUT.RESIZE_ROUNDING)
 
     @classmethod
-    def from_exported(cls, path: str, device: str = "cpu", score_threshold: Optional[float] = None,
+    def from_exported(cls, path: str, device: Optional[str] = None, score_threshold: Optional[float] = None,
                       threads: int = 0) -> "DetectionPredictor":
         """A predictor on an exported detector (tools/export.py: .onnx through onnxruntime, .pt2 through
         torch.export.load): test-time resize, class names and thresholds come from the file's metadata,
-        and the instances are the same dict as with the eager model."""
+        and the instances are the same dict as with the eager model. `device`: ONNX runs on the CPU or
+        (onnxruntime's CUDA provider) "cuda"; a .pt2 on the device it was traced on (the default)."""
         from resdet.export.runtime import ExportedDetector
 
         model = ExportedDetector(path, device=device, threads=threads)

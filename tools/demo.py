@@ -20,7 +20,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="model config (YAML), for the eager model")
     p.add_argument("--exported", default="", help="an exported detector (tools/export.py) instead of --config")
-    p.add_argument("--device", default="cpu", help="with --exported: cpu or cuda (onnxruntime's CUDA provider)")
+    p.add_argument("--device", default="", help="with --exported: cpu or cuda (default: ONNX on the CPU, a .pt2 "
+                   "where it was traced)")
     p.add_argument("--weights", default="", help="checkpoint (default: MODEL.WEIGHTS)")
     p.add_argument("--input", nargs="+", required=True, help="image files and/or folders of images")
     p.add_argument("--output", required=True, help="folder for the drawn pictures")
@@ -61,7 +62,7 @@ def main(argv=None):
     from resdet.utils.visualize import save_image
 
     if args.exported:
-        predictor = DetectionPredictor.from_exported(args.exported, device=args.device)
+        predictor = DetectionPredictor.from_exported(args.exported, device=args.device or None)
     else:
         predictor = DetectionPredictor.from_config(load_config(args.config, args.opts), weights=args.weights)
     if args.score is not None:

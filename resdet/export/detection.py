@@ -23,6 +23,7 @@ equal the eager model's; tests/export/test_detection_export.py checks it.
 """
 from __future__ import annotations
 
+import inspect
 from typing import List, Tuple
 
 import torch
@@ -32,6 +33,7 @@ from torchvision.ops import roi_align
 
 from resdet.detection.box_ops import box_sizes_ok, clip_boxes
 from resdet.detection.poolers import ROIPooler, assign_levels
+from resdet.detection.postprocess import select_detections
 from resdet.detection.rcnn import GeneralizedRCNN
 
 from .nms import dense_nms_onnx_op, dense_nms_torch
@@ -39,6 +41,8 @@ from .nms import dense_nms_onnx_op, dense_nms_torch
 __all__ = ["ExportableRCNN", "NMS_IMPLEMENTATIONS"]
 
 NMS_IMPLEMENTATIONS = ("torch", "onnx")
+# the smallest detection side the eager heads keep: select_detections' default (the heads do not pass one)
+_DETECTION_MIN_SIZE = inspect.signature(select_detections).parameters["min_box_size"].default
 
 
 def _anchors(cell: Tensor, padded_h, padded_w, grid_h, grid_w) -> Tensor:
@@ -146,7 +150,7 @@ class ExportableRCNN(nn.Module):
         boxes = clip_boxes(boxes, image_sizes[img, 0, None].to(boxes.dtype), image_sizes[img, 1, None].to(boxes.dtype))
         boxes = boxes[:, 1:]
         scores = F.softmax(logits.float(), -1)[:, 1:]
-        ok = (scores > heads.score_thresh) & box_sizes_ok(boxes, 1e-2) & (objectness.reshape(-1, 1) >= 0)
+        ok = (scores > heads.score_thresh) & box_sizes_ok(boxes, _DETECTION_MIN_SIZE) & (objectness.reshape(-1, 1) >= 0)
         scores = torch.where(ok, scores, scores.new_full((), -1.0))
         # NMS rows are (image, class): [N, K, P]
         boxes = boxes.view(n, p, num_classes, 4).permute(0, 2, 1, 3)

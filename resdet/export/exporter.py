@@ -60,10 +60,14 @@ class ExportSpec:
         return "detector" if isinstance(self.module, ExportableRCNN) else "classifier"
 
 
-def _example_images(batch: int, h: int, w: int) -> torch.Tensor:
+def _example_images(batch: int, h: int, w: int, device="cpu") -> torch.Tensor:
     # any values do: tracing reads shapes only; a smooth ramp keeps every layer's output finite
-    ramp = torch.linspace(0, 255, h * w).view(1, 1, h, w)
+    ramp = torch.linspace(0, 255, h * w, device=device).view(1, 1, h, w)
     return ramp.expand(batch, 3, h, w).contiguous()
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def detector_spec(model: GeneralizedRCNN, *, batch: int, size: Tuple[int, int], dynamic: bool,
@@ -77,8 +81,8 @@ def detector_spec(model: GeneralizedRCNN, *, batch: int, size: Tuple[int, int], 
     wrapper = ExportableRCNN(model, nms=nms)
     d = model.roi_heads.detections_per_image
     example_batch = max(batch, 2) if dynamic else batch  # a dynamic dimension must not be traced at size 1
-    example = (_example_images(example_batch, h, w),
-               torch.tensor([[h, w]] * example_batch, dtype=torch.int64))
+    example = (_example_images(example_batch, h, w, _device(model)),
+               torch.tensor([[h, w]] * example_batch, dtype=torch.int64, device=_device(model)))
     dyn = None
     n, hh, ww = batch, h, w
     if dynamic:
@@ -111,7 +115,7 @@ def classifier_spec(model: ImageClassifier, *, batch: int, size: Tuple[int, int]
             notes.append(f"height and width are fixed at {mh}x{mw}: ImageClassifier.pixel_mean_image is a "
                          f"{mh}x{mw} per-pixel mean (only the batch is dynamic)")
     example_batch = max(batch, 2) if dynamic else batch
-    example = (_example_images(example_batch, h, w),)
+    example = (_example_images(example_batch, h, w, _device(model)),)
     num_classes = _num_logits(model)
     dyn = None
     n, hh, ww = batch, h, w
@@ -135,7 +139,7 @@ def _num_logits(model: ImageClassifier) -> int:
     if isinstance(fc, nn.Linear):
         return fc.out_features
     with torch.no_grad():
-        return int(model(_example_images(1, 32, 32)).shape[1])
+        return int(model(_example_images(1, 32, 32, _device(model))).shape[1])
 
 
 # ---------------------------------------------------------------------------------------------- tracing
@@ -349,6 +353,8 @@ def build_metadata(spec: ExportSpec, fmt: str, *, cfg=None, class_names: Sequenc
         "notes": list(spec.notes),
         "class_names": list(class_names),
         "weights": os.path.abspath(weights) if weights else "",
+        # ONNX graphs are device-free; an ExportedProgram / AOTInductor package runs on the device it was traced on
+        "device": "any" if fmt == "onnx" else _device(spec.module).type,
     }
     if fmt == "onnx":
         meta["onnx_opset"] = ONNX_OPSET

@@ -75,9 +75,11 @@ def onnx_providers(device: str) -> List[str]:
 class _Backend:
     """Runs the file on tensors and returns tensors, whatever the format."""
 
-    def __init__(self, path: str, metadata: Dict[str, Any], device: str, threads: int = 0):
+    def __init__(self, path: str, metadata: Dict[str, Any], device: Optional[str], threads: int = 0):
         self.path, self.metadata = path, metadata
         self.format = metadata["format"]
+        traced = metadata.get("device", "cpu")
+        device = device or ("cpu" if traced == "any" else traced)  # default: where the file was traced
         self.device = torch.device(device)
         if self.format == "onnx":
             import onnxruntime as ort
@@ -87,16 +89,19 @@ class _Backend:
                 options.intra_op_num_threads = threads
             self.session = ort.InferenceSession(path, options, providers=onnx_providers(device))
             self.input_names = [i.name for i in self.session.get_inputs()]
-        elif self.format == "exported-program":
+        elif self.format in ("exported-program", "aoti"):
+            traced = metadata.get("device", "cpu")
+            if self.device.type != traced:
+                raise ValueError(f"'{path}' was traced on {traced} and runs there only (asked for {device}); "
+                                 f"export it again with MODEL.DEVICE {self.device.type}, or use the ONNX format")
             import torchvision  # noqa: F401  (registers the nms / roi_align ops the program calls)
 
-            self.module = torch.export.load(path).module().to(self.device)
-        elif self.format == "aoti":
-            import torchvision  # noqa: F401
+            if self.format == "exported-program":
+                self.module = torch.export.load(path).module()
+            else:
+                from torch._inductor import aoti_load_package
 
-            from torch._inductor import aoti_load_package
-
-            self.module = aoti_load_package(path)
+                self.module = aoti_load_package(path)
         else:
             raise ValueError(f"'{path}': unknown export format {self.format!r} in its metadata")
 
@@ -148,7 +153,7 @@ def paste_detections(raw: Dict[str, Tensor], image_sizes: Tensor,
 class ExportedDetector:
     """An exported Faster / Mask R-CNN with GeneralizedRCNN's inference interface."""
 
-    def __init__(self, path: str, device: str = "cpu", threads: int = 0, metadata: Optional[Dict[str, Any]] = None):
+    def __init__(self, path: str, device: Optional[str] = None, threads: int = 0, metadata: Optional[Dict[str, Any]] = None):
         self.metadata = metadata or read_metadata(path)
         if self.metadata.get("kind") != "detector":
             raise ValueError(f"'{path}' holds a {self.metadata.get('kind')}, not a detector")
@@ -217,7 +222,7 @@ class ExportedDetector:
 class ExportedClassifier:
     """An exported ImageClassifier: images [N, 3, H, W] (0-255 RGB) in, logits out."""
 
-    def __init__(self, path: str, device: str = "cpu", threads: int = 0, metadata: Optional[Dict[str, Any]] = None):
+    def __init__(self, path: str, device: Optional[str] = None, threads: int = 0, metadata: Optional[Dict[str, Any]] = None):
         self.metadata = metadata or read_metadata(path)
         if self.metadata.get("kind") != "classifier":
             raise ValueError(f"'{path}' holds a {self.metadata.get('kind')}, not a classifier")
@@ -229,7 +234,7 @@ class ExportedClassifier:
         return self.backend(images.to(torch.float32))[0].cpu()
 
 
-def load_exported(path: str, device: str = "cpu", threads: int = 0):
+def load_exported(path: str, device: Optional[str] = None, threads: int = 0):
     """An ExportedDetector or ExportedClassifier for a file written by tools/export.py."""
     metadata = read_metadata(path)
     cls = ExportedDetector if metadata.get("kind") == "detector" else ExportedClassifier

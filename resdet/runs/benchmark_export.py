@@ -80,7 +80,9 @@ def time_exported(path: str, *, size: Tuple[int, int], batch: int, iters: int, w
         raise ValueError(f"'{path}' has a fixed batch of {fb}; --batch must be a multiple of it (got {batch})")
     model = _eager_model(meta, weights).to(device)
     is_detector = meta["kind"] == "detector"
-    runner = (ExportedDetector if is_detector else ExportedClassifier)(path, device=device, metadata=meta)
+    # onnxruntime gets as many threads as torch has, so the ratio compares the runtimes, not thread counts
+    runner = (ExportedDetector if is_detector else ExportedClassifier)(path, device=device, metadata=meta,
+                                                                        threads=torch.get_num_threads())
     images = [im.to(device) for im in _photos(batch, h, w)]
     if is_detector:
         run_eager = lambda: model(images)  # noqa: E731
@@ -128,6 +130,6 @@ def format_rows(rows: List[Dict]) -> str:
     for r in rows:
         dets = f"{r['dets_per_image']:.1f}" if "dets_per_image" in r else "-"
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
-        lines.append(f"{r['model']:<10}{r['format']:<18}{r['size']:>11}{r['batch']:>6}{r['img_per_s']:>9.2f}"
+        lines.append(f"{r['model']:<10}{r['format']:<18}{r['size']:>11}{r['batch']:>6}{r['img_per_s']:>9.3f}"
                      f"{dets:>10}{ratio:>8}")
     return "\n".join(lines)

@@ -141,6 +141,7 @@ def export_from_config(cfg, fmt: str, path: str, *, weights: str = "", batch: in
             raise ex.ExportError(f"cannot export to aoti: {reason}")
     model = build_model(cfg)
     load_weights(model, weights)
+    model.to(_trace_device(cfg, fmt))
     size = tuple(size) if size else default_size(cfg, model)
     if isinstance(model, ImageClassifier):
         spec = ex.classifier_spec(model, batch=batch, size=size, dynamic=dynamic)
@@ -157,6 +158,21 @@ def export_from_config(cfg, fmt: str, path: str, *, weights: str = "", batch: in
     else:
         ex.export_aoti(spec, path, meta)
     return {**meta, "path": path, "seconds": time.perf_counter() - start}
+
+
+def _trace_device(cfg, fmt: str):
+    """ONNX graphs are device-free: traced on the CPU. An ExportedProgram / AOTInductor package runs on the
+    device it was traced on: MODEL.DEVICE, or the CPU (with a warning) when that GPU is not here."""
+    import torch
+
+    want = cfg.MODEL.DEVICE
+    if fmt == "onnx" or not want.startswith("cuda"):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is %r but no GPU is visible: the %s is traced for the CPU (export on a GPU "
+                       "machine for a CUDA program)", want, fmt)
+        return torch.device("cpu")
+    return torch.device(want)
 
 
 def _shape_text(shape) -> str:
@@ -186,6 +202,8 @@ def describe(meta: dict) -> str:
     names = meta["class_names"]
     lines.append(f"  {meta['num_classes']} classes: " + (", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
                                                           if names else "names unavailable (labels are numbers)"))
+    if meta["device"] != "any":
+        lines.append(f"  runs on: {meta['device']} (the device it was traced on)")
     if meta.get("runtime_needs"):
         lines.append(f"  runtime: {meta['runtime_needs']}")
     lines.append(f"  metadata: {'ONNX metadata_props' if meta['format'] == 'onnx' else 'extra file resdet.json'}"

@@ -11,6 +11,10 @@ import torch  # noqa: E402
 SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (tests/gpu/; skipped with the reason where there is none)")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -11,10 +11,6 @@ import torch  # noqa: E402
 SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs a CUDA device (tests/gpu/; skipped with the reason where there is none)")
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
@@ -40,3 +36,13 @@ def cifar10_jpeg():
     if not os.path.isdir(os.path.join(root, "train")):
         pytest.skip(f"real CIFAR-10 JPEG copy not found at {root} (set RESDET_CIFAR10_JPEG)")
     return root
+
+
+def pytest_addoption(parser):
+    parser.addoption("--gpu-device", default="cuda",
+                     help="device for the tests in tests/gpu (marker 'gpu'): 'cuda' (default; they skip without a "
+                          "GPU), 'cuda:N', or 'cpu' to rehearse them on the CPU")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: the GPU acceptance checks (tests/gpu); `pytest -m gpu` on a GPU machine")

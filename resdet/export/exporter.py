@@ -403,6 +403,8 @@ def build_metadata(spec: ExportSpec, fmt: str, *, cfg=None, class_names: Sequenc
         if spec.kind == "detector":
             meta["test_resize"] = {"min_size": int(cfg.INPUT.MIN_SIZE_TEST), "max_size": int(cfg.INPUT.MAX_SIZE_TEST),
                                    "rounding": cfg.INPUT.RESIZE_ROUNDING}
+            if "RESIZE_BACKEND" in cfg.INPUT:  # a newer config key (the test-time resize's implementation)
+                meta["test_resize"]["backend"] = cfg.INPUT.RESIZE_BACKEND
             meta["vis_score_threshold"] = float(cfg.TEST.VIS_SCORE_THRESHOLD)
             meta["mask_threshold"] = float(cfg.TEST.MASK_THRESHOLD)
         meta["config"] = cfg.dump()

@@ -34,6 +34,10 @@ setup(
         # scikit-image: the photographs the loader benchmarks read (resdet/runs/bench_photos.py), never
         # imported at run time
         "bench": ["scikit-image>=0.21"],
-        "dev": ["pytest>=7", "faster-coco-eval>=1.6", "scikit-image>=0.21"],
+        # tools/export.py: ONNX through torch.onnx.export(dynamo=True) (onnxscript), run by onnxruntime; the
+        # ExportedProgram format needs only torch. In dev so the export tests run in CI.
+        "export": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
+        "dev": ["pytest>=7", "faster-coco-eval>=1.6", "scikit-image>=0.21", "onnx>=1.16", "onnxscript>=0.3",
+                "onnxruntime>=1.18"],
     },
 )

@@ -5,6 +5,7 @@
                                                weights="output/quickstart_shapes/model_final.pth")
     instances = predictor("image.jpg")        # boxes, scores, labels, masks, class_names (original frame)
     picture = predictor.draw("image.jpg", instances)   # CHW uint8 with boxes, masks, labels, scores
+    predictor = DetectionPredictor.from_exported("model.onnx")   # a file from tools/export.py (.onnx, .pt2)
 
 The image goes through the same test-time resize as evaluation (resdet/data/transforms.py), so the
 predictor sees what eval.py sees; outputs come back in the original image's coordinates.
@@ -37,8 +38,11 @@ class DetectionPredictor:
         from resdet.data.transforms import build_augmentation
 
         self.model = model.eval()
-        self.device = device or next(model.parameters()).device
-        self.model.to(self.device)
+        if isinstance(model, torch.nn.Module):
+            self.device = device or next(model.parameters()).device
+            self.model.to(self.device)
+        else:  # an exported model (resdet.export.runtime.ExportedDetector) runs where it was loaded
+            self.device = model.device
         self.class_names = list(class_names)
         self.resize = build_augmentation(False, min_size_test=min_size, max_size=max_size,
                                          resize_rounding=resize_rounding, resize_backend=resize_backend)
@@ -90,6 +94,23 @@ class DetectionPredictor:
                         cfg.INPUT.RESIZE_ROUNDING, cfg.INPUT.RESIZE_BACKEND)
         predictor.cfg = cfg
         return predictor
+
+    @classmethod
+    def from_exported(cls, path: str, device: Optional[str] = None, score_threshold: Optional[float] = None,
+                      threads: int = 0) -> "DetectionPredictor":
+        """A predictor on an exported detector (tools/export.py: .onnx through onnxruntime, .pt2 through
+        torch.export.load): test-time resize, class names and thresholds come from the file's metadata,
+        and the instances are the same dict as with the eager model. `device`: ONNX runs on the CPU or
+        (onnxruntime's CUDA provider) "cuda"; a .pt2 on the device it was traced on (the default)."""
+        from resdet.export.runtime import ExportedDetector
+
+        model = ExportedDetector(path, device=device, threads=threads)
+        meta = model.metadata
+        resize = meta.get("test_resize", {})
+        return cls(model, meta.get("class_names", []), resize.get("min_size", 800), resize.get("max_size", 1333),
+                   score_threshold=meta.get("vis_score_threshold", 0.5) if score_threshold is None else score_threshold,
+                   mask_threshold=meta.get("mask_threshold", 0.5), resize_rounding=resize.get("rounding", "round"),
+                   resize_backend=resize.get("backend", "opencv"))
 
     def _load(self, image: Union[str, np.ndarray]) -> np.ndarray:
         from resdet.data.coco import read_image

@@ -9,7 +9,9 @@ A training checkpoint is drawn with the config it was trained with (stored in it
 With a config file (converted weights; or on purpose: INPUT/MODEL/TEST keys that differ from the
 checkpoint's are refused unless --allow-config-mismatch):
     python tools/demo.py --config configs/quickstart_shapes.yaml --weights model.pth --input ... --output ...
-[--score 0.5] [KEY VALUE ...] as for tools/eval.py.
+[--score 0.5] [KEY VALUE ...] as for tools/eval.py. An exported model (a file from tools/export.py, .onnx
+or .pt2; resize, class names and thresholds come from its metadata):
+    python tools/demo.py --exported output/export/coco_r50.onnx --input images/ --output output/demo
 """
 import argparse
 import os
@@ -25,6 +27,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="model config (YAML); default: the config stored in the --weights checkpoint")
     p.add_argument("--weights", default="", help="checkpoint (default: MODEL.WEIGHTS of --config)")
+    p.add_argument("--exported", default="", help="an exported detector (tools/export.py) instead of a checkpoint")
+    p.add_argument("--device", default="", help="with --exported: cpu or cuda (default: ONNX on the CPU, a .pt2 "
+                   "where it was traced)")
     p.add_argument("--input", nargs="+", help="image files and/or folders of images")
     p.add_argument("--dataset", default="", help="draw the first --limit images of this registered dataset "
                    "(its JSON's order; the default without --input: DATASETS.TEST[0])")
@@ -39,8 +44,15 @@ def parse_args(argv=None):
     # Intermixed: options may come before, between or after the KEY VALUE pairs (not right after
     # --input, which takes every name that follows it).
     args = p.parse_intermixed_args(argv)
-    if not (args.config or args.weights):
-        p.error("give --weights CHECKPOINT (drawn with the config stored in it) or --config CONFIG [--weights W]")
+    if args.exported:
+        if args.config or args.weights or args.opts or args.dataset:
+            p.error("--exported FILE carries its weights and settings: give it without --config, --weights, "
+                    "--dataset or KEY VALUE overrides")
+        if not args.input:
+            p.error("--exported needs --input (image files or folders)")
+    elif not (args.config or args.weights):
+        p.error("give --weights CHECKPOINT (drawn with the config stored in it), --config CONFIG [--weights W], "
+                "or --exported FILE")
     if args.input and args.dataset:
         p.error("give --input (image files or folders) or --dataset (a registered dataset), not both")
     return args
@@ -93,8 +105,13 @@ def main(argv=None):
     from resdet.config import ConfigError
     from resdet.utils.visualize import save_image
 
-    predictor = build_predictor(args)
-    cfg = predictor.cfg
+    if args.exported:
+        from resdet.predictor import DetectionPredictor
+
+        predictor, cfg = DetectionPredictor.from_exported(args.exported, device=args.device or None), None
+    else:
+        predictor = build_predictor(args)
+        cfg = predictor.cfg
     if args.score is not None:
         predictor.score_threshold = args.score
     if args.input:

@@ -13,4 +13,6 @@ import resdet  # noqa: E402,F401  (sets NO_ALBUMENTATIONS_UPDATE before anything
 from resdet.runs.reproduce import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from resdet.runs.cli import run_tool  # user errors: one line, no traceback (--debug shows it)
+
+    sys.exit(run_tool(main))

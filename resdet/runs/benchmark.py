@@ -1,7 +1,8 @@
 """`tools/benchmark.py`: training steps/s and inference images/s of our Faster/Mask R-CNN against
 torchvision's, with the same weights on the same inputs in the same process; prints a table with the
 ratio (ours / torchvision). This module is the command line; each kind of measurement lives in its own
-module beside it (benchmark_det.py: the detectors; benchmark_cifar.py: the CIFAR training step, --cifar).
+module beside it (benchmark_det.py: the detectors; benchmark_cifar.py: the CIFAR training step, --cifar;
+benchmark_counts.py, benchmark_loader*.py, benchmark_suite.py, benchmark_export.py: below).
 
   python tools/benchmark.py --device cpu --size 256 --batch 2 --iters 3
   python tools/benchmark.py --device cuda --size 800x1216 --batch 8 --iters 20 --amp fp16
@@ -15,6 +16,8 @@ standard ImageFolder + PIL + RandomResizedCrop pipeline, per core with --workers
   python tools/benchmark.py --suite gpu            # the GPU acceptance suite (benchmark_suite.py)
   python tools/benchmark.py --counts --size 192x256 --count-batches 1 8     # host reads and aten ops
                                                                               (benchmark_counts.py)
+  python tools/benchmark.py --exported output/export/coco_r50.onnx --device cpu --size 800x1216 --batch 1
+      (an exported file against the eager model it came from: benchmark_export.py)
 """
 from __future__ import annotations
 
@@ -85,7 +88,13 @@ def main(argv=None) -> int:
                         "then reports the one with the lower ratio)")
     g.add_argument("--rounds", type=int, default=3, help="imagenet: alternating rounds per pipeline (median)")
     g.add_argument("--decoders", action="store_true", help="imagenet: also time the JPEG decoders alone")
+    p.add_argument("--exported", default="", help="time this file from tools/export.py (.onnx: onnxruntime, "
+                   ".pt2: torch.export) against the eager model it came from, instead of torchvision")
+    p.add_argument("--weights", default="", help="with --exported: the eager model's weights (default: the "
+                   "checkpoint the file records)")
     args = p.parse_args(argv)
+    if args.exported:
+        return _main_exported(args)
     if args.counts:
         from .benchmark_counts import main_counts
 
@@ -104,14 +113,22 @@ def main(argv=None) -> int:
         rows += time_models(arch, h, w, args.batch, args.iters, args.warmup, args.device, amp, args.channels_last,
                             args.boxes, progress=lambda r: print(f"  {r['arch']} {r['model']} {r['mode']}: "
                                                                  f"{r['img_per_s']:.2f} img/s", flush=True))
-    if args.json:
-        with open(args.json, "a", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-    print(f"device: {torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith('cuda') else 'cpu'}, "
-          f"torch {torch.__version__}; ratio = resdet img/s / torchvision img/s")
+    _append_json(args.json, rows)
+    print(f"{_device_line(args.device)}, torch {torch.__version__}; ratio = resdet img/s / torchvision img/s")
     print(format_table(rows))
     return 0
+
+
+def _append_json(path: str, rows) -> None:
+    """--json: one JSON line per measurement, appended."""
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+
+
+def _device_line(device: str) -> str:
+    return f"device: {torch.cuda.get_device_name(torch.device(device)) if device.startswith('cuda') else 'cpu'}"
 
 
 def _loader_main(args) -> int:
@@ -141,10 +158,24 @@ def _loader_main(args) -> int:
             print(f"loader imagenet {r['aug']} (decode {r['decode']}): ratio {r['ratio']:.2f} (resdet {r['resdet']:.0f} "
                   f"img/s, torchvision {r['torchvision']:.0f} img/s {per})")
         last = min(rows, key=lambda r: r["ratio"])
-    if args.json:
-        with open(args.json, "a", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+    _append_json(args.json, rows)
     print(f"loader {args.loader}: ratio {last['ratio']:.2f} (resdet {last['resdet']:.0f} img/s, "
           f"torchvision {last['torchvision']:.0f} img/s {per})")
     return 0
+
+
+def _main_exported(args) -> int:
+    from .benchmark_export import format_rows, time_exported
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for but no GPU is visible; use --device cpu")
+    rows = time_exported(args.exported, size=args.size, batch=args.batch, iters=args.iters, warmup=args.warmup,
+                         weights=args.weights, device=args.device,
+                         progress=lambda r: print(f"  {r['model']} ({r['format']}): {r['img_per_s']:.2f} img/s",
+                                                  flush=True))
+    _append_json(args.json, rows)
+    print(f"{_device_line(args.device)}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"ratio = exported img/s / eager img/s")
+    print(format_rows(rows))
+    return 0
+

@@ -45,7 +45,8 @@ def batch_images(model, spec):
 
 
 def detector_config(arch: str, extra=()):
-    return load_config(DETECTOR_CONFIGS[arch], ["MODEL.DEVICE", "cpu", *extra])
+    # random weights: the COCO configs otherwise name the pretraining run's backbone file
+    return load_config(DETECTOR_CONFIGS[arch], ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.WEIGHTS", "", *extra])
 
 
 def peaked_detector(cfg, images, seed: int = 0):
@@ -74,10 +75,11 @@ def eager_outputs(model, images):
         outs = model(images)
     hook.remove()
     result = captured["result"]
-    for i, o in enumerate(outs):
-        valid = result["valid"][i]
-        if "mask_probs" in result:
-            o["mask_probs"] = result["mask_probs"][i][valid]
+    if "mask_probs" in result:  # [R, 1, M, M]: every image's detections in order, `counts` per image
+        counts = result.get("counts")
+        counts = list(counts) if counts is not None else result["valid"].sum(1).tolist()
+        for o, probs in zip(outs, result["mask_probs"].split(counts)):
+            o["mask_probs"] = probs
     return outs
 
 

@@ -161,7 +161,7 @@ def test_deeper_backbones_are_accepted(config, backbone, mask_on):
     from resdet.export.exporter import build_metadata, detector_spec
     from resdet.runs.export import build_model, default_size
 
-    cfg = load_config(os.path.join(ROOT, "configs", config), ["MODEL.DEVICE", "cpu"])
+    cfg = load_config(os.path.join(ROOT, "configs", config), ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.WEIGHTS", ""])
     model = build_model(cfg)
     assert default_size(cfg, model) == (800, 1344)
     spec = detector_spec(model, batch=1, size=(800, 1344), dynamic=False, nms="onnx")

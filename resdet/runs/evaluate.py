@@ -27,7 +27,25 @@ from torch.distributed.elastic.multiprocessing.errors import record  # torchrun'
 from resdet.evaluation.coco import BACKENDS
 
 
+USAGE = """usage: python tools/eval.py --weights CHECKPOINT [--dataset NAME] [KEY VALUE ...]
+       python tools/eval.py --gt ANNOTATIONS.json --results RESULTS.json [--iou-types bbox segm]
+
+The two common forms:
+    python tools/eval.py --weights output/coco_r101/model_final.pth
+        a training run's checkpoint, evaluated with the config it was trained with, on its DATASETS.TEST
+        (COCO box and mask mAP@[.5:.95] through pycocotools; --config CONFIG for converted weights)
+    python tools/eval.py --gt instances_val2017.json --results coco_instances_results.json
+        a COCO results file written earlier, scored against its ground truth
+
+python tools/eval.py --help lists every option.
+"""
+
+
 def parse_args(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # nothing to evaluate: say how, briefly, instead of an argparse error
+        print(USAGE, end="")
+        raise SystemExit(2)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="model config (YAML); default: the config stored in the --weights checkpoint")
     p.add_argument("--weights", default="", help="checkpoint to evaluate (default: MODEL.WEIGHTS of --config)")

@@ -2,7 +2,7 @@
 
   python tools/train_cls.py configs/imagenet_r50.yaml        -> output/imagenet_r50/backbone_final.pth (v1)
   python tools/train_det.py configs/coco_r50.yaml            -> picks it up (VARIANT auto -> v1)
-  python tools/eval.py --config configs/coco_r50.yaml --weights output/coco_r50/model_final.pth
+  python tools/eval.py --weights output/coco_r50/model_final.pth
 
 and the same with torchvision's classifier converted into that file (v1.5). Only sizes, iteration
 counts, the device and the class count are overridden; datasets sit where the configs look for them
@@ -63,7 +63,8 @@ def _detection_then_eval(work, datasets_root, expected_variant):
     saved = open(os.path.join(work, "output", "coco_r50", "config.yaml")).read()
     assert f"VARIANT: {expected_variant}" in saved and "backbone_final.pth" in saved
     ckpt = os.path.join("output", "coco_r50", "model_final.pth")
-    out = _run("eval.py", ["--config", config, "--weights", ckpt, *DET_SMALL], work, datasets_root)
+    # as the README writes it: the checkpoint alone (its config, with this run's overrides, travels in it)
+    out = _run("eval.py", ["--weights", ckpt], work, datasets_root)
     for iou_type in ("bbox", "segm"):
         assert f"Evaluating {iou_type} with pycocotools COCOeval" in out
     assert out.count("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]") == 2

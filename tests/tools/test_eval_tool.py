@@ -68,3 +68,10 @@ def test_eval_tool_exits_non_zero_when_an_asked_type_cannot_be_evaluated(tmp_pat
     assert proc.returncode != 0
     assert "segm evaluation was asked for, but none of its 1 results has a 'segmentation'" in proc.stderr
     assert not (tmp_path / "out" / "coco_eval.json").exists()  # no `{}` left behind as if it had worked
+
+
+def test_no_arguments_print_the_two_common_forms():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "eval.py")], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr == ""
+    assert "python tools/eval.py --weights output/coco_r101/model_final.pth" in r.stdout
+    assert "python tools/eval.py --gt instances_val2017.json --results coco_instances_results.json" in r.stdout

@@ -16,8 +16,8 @@ setup(
         # headless build only: albumentations pulls it, and a second cv2 package would overwrite it
         "opencv-python-headless>=4.8",
         "albumentations>=1.4",
-        # libjpeg-turbo in one call: the detection mapper's JPEG reads (resdet/data/fast_jpeg.py; PIL is
-        # the fallback when it is missing)
+        # libjpeg-turbo in one call, at reduced DCT scales too: the training inputs' JPEG reads
+        # (resdet/data/jpeg.py; PIL is the fallback when it is missing)
         "simplejpeg>=1.6",
         "timm>=0.9",
         "fvcore>=0.1.5",

@@ -24,25 +24,35 @@ decoders are deprecated as of torchvision 0.29 and cannot scale; PIL pays for it
 layout and the copy out. No installed decoder exposes libjpeg-turbo's partial (cropped) decompression
 (TurboJPEG 3's tj3SetCroppingRegion; PyTurboJPEG needs a system libturbojpeg), so crops are cut after
 decoding. Without simplejpeg, PIL's `draft` (also libjpeg-turbo DCT scaling) is the fallback.
+
+`read_image_fast(path, width, height)` is `coco.read_image` for the detection mapper (an HxWx3 array, EXIF
+orientation applied, checked against the JSON's size, ImageFileError naming the file) with JPEGs decoded
+by simplejpeg: 640x480 quality-90 photographs decode in 0.96 ms against PIL's 2.3 ms on one core, to the
+same pixels (libjpeg-turbo's accurate DCT and smooth chroma upsampling, as PIL; tested). Anything it
+cannot decode identically goes to `read_image`, which then returns the same array or raises the same
+named error: files that are not JPEG, CMYK/YCCK JPEGs, EXIF orientation other than 1, a size other than
+the JSON's, more pixels than PIL's decompression-bomb limit, any libjpeg warning or error.
 """
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
+from .coco import read_image
 from .folders import CorruptImageError
 
 try:  # optional: a small wheel with libjpeg-turbo inside; PIL's draft mode is the fallback
     import simplejpeg
 except ImportError:  # pragma: no cover - exercised by forcing backend="pil" in the tests
     simplejpeg = None
+HAVE_SIMPLEJPEG = simplejpeg is not None
 
 __all__ = ["ImageInfo", "MAX_SHRINK", "read_file", "probe", "decode_rgb", "decoder_backend", "jpeg_looks_complete",
-           "shrink_for"]
+           "shrink_for", "read_image_fast", "HAVE_SIMPLEJPEG"]
 
 # Largest DCT reduction: 1/8 (libjpeg's power-of-two scales are 1/2, 1/4, 1/8).
 MAX_SHRINK = 3
@@ -157,3 +167,43 @@ def shrink_for(box_h: float, box_w: float, out_h: int, out_w: int, max_shrink: i
         k += 1
     return k
 
+
+# ---------------------------------------------------------------------------------------------------
+# Detection reads: coco.read_image, faster for JPEGs
+# ---------------------------------------------------------------------------------------------------
+_EXIF_APP1 = b"Exif\x00\x00"
+
+
+def _exif_orientation(data: bytes) -> int:
+    """The EXIF orientation of a JPEG (1 when it has none). Only files that carry an Exif block at all
+    are parsed (by PIL, from the header alone, 0.2 ms); the substring test costs microseconds, and a false
+    hit in the compressed data merely costs that parse."""
+    if _EXIF_APP1 not in data:
+        return 1
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return int(img.getexif().get(0x0112, 1))
+    except Exception:  # an unreadable header: let the reference reader name the problem
+        return -1
+
+
+def read_image_fast(path: str, width: Optional[int] = None, height: Optional[int] = None) -> np.ndarray:
+    """`read_image(path, width, height)`: an HxWx3 uint8 RGB array, EXIF orientation applied, checked
+    against the JSON's size, ImageFileError naming the file otherwise; JPEGs decoded by simplejpeg."""
+    if simplejpeg is None or width is None or height is None:
+        return read_image(path, width, height)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return read_image(path, width, height)  # names the file (missing, unreadable)
+    if not data.startswith(_JPEG_SOI):
+        return read_image(path, width, height)
+    try:
+        h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        if (colorspace not in ("YCbCr", "Gray") or (h, w) != (height, width)
+                or (Image.MAX_IMAGE_PIXELS and h * w > Image.MAX_IMAGE_PIXELS) or _exif_orientation(data) != 1):
+            return read_image(path, width, height)
+        return simplejpeg.decode_jpeg(data, colorspace="RGB")
+    except ValueError:  # corrupt, truncated, or a libjpeg warning: the reference reader decides
+        return read_image(path, width, height)

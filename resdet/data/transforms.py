@@ -40,7 +40,7 @@ import resdet  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before albumentation
 import albumentations as A  # noqa: E402
 from albumentations.augmentations.geometric import functional as fgeometric  # noqa: E402
 
-from .fast_jpeg import read_image_fast
+from .jpeg import read_image_fast
 
 __all__ = ["ResizeShortestEdge", "build_augmentation", "DetectionMapper", "annotations_to_masks", "instance_masks_at",
            "RESIZE_BACKENDS"]

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from resdet.data.coco import ImageFileError, read_image
-from resdet.data.fast_jpeg import HAVE_SIMPLEJPEG, read_image_fast
+from resdet.data.jpeg import HAVE_SIMPLEJPEG, read_image_fast
 
 pytestmark = pytest.mark.skipif(not HAVE_SIMPLEJPEG, reason="simplejpeg not installed: read_image_fast is read_image")
 
@@ -28,7 +28,7 @@ def _save(path, pixels, **kwargs):
 
 @pytest.mark.parametrize("kind", ["420", "444", "progressive", "grey"])
 def test_same_pixels_as_pil(tmp_path, kind, monkeypatch):
-    from resdet.data import fast_jpeg
+    from resdet.data import jpeg
 
     pixels = _photo_like()
     if kind == "grey":
@@ -37,7 +37,7 @@ def test_same_pixels_as_pil(tmp_path, kind, monkeypatch):
         opts = {"420": {"subsampling": 2}, "444": {"subsampling": 0}, "progressive": {"progressive": True}}[kind]
         path = _save(tmp_path / "c.jpg", pixels, quality=90, **opts)
     ref = read_image(path, 96, 72)
-    monkeypatch.setattr(fast_jpeg, "read_image", None)  # these must not fall back to PIL
+    monkeypatch.setattr(jpeg, "read_image", None)  # these must not fall back to PIL
     ours = read_image_fast(path, 96, 72)
     assert ours.dtype == np.uint8 and ours.shape == (72, 96, 3) and ours.flags.writeable
     assert np.array_equal(ours, ref)

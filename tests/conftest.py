@@ -29,6 +29,16 @@ def _resdet_logger_propagates():
     log.propagate = True
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests: on two shared cores, two threads spin-waiting for each
+    other run several times slower than one (`pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def cifar10_jpeg():
     """The lossy CIFAR-10 copy beside the checkout (../shared/data/cifar10-jpeg), or a skip."""

@@ -2,7 +2,7 @@
 top-k, rescaling to the original image size, and mask pasting for all detections at once."""
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F

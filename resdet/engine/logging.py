@@ -18,7 +18,7 @@ import math
 import os
 import sys
 from numbers import Number
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import torch
 from tqdm import tqdm

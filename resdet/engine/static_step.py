@@ -45,7 +45,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from .distributed import get_world_size
-from .trainer import Trainer, _as_loss_dict, move_to_device
+from .trainer import Trainer, _as_loss_dict
 
 __all__ = ["StaticStepTrainer", "STEP_MODES"]
 
@@ -251,15 +251,7 @@ class StaticStepTrainer(Trainer):
         if not self._prepared:
             self._prepare()
         start = time.perf_counter()
-        try:
-            batch = next(self._data_iter)
-        except StopIteration:
-            raise RuntimeError(
-                f"The data loader ran out at iteration {self.iter} (max_iter={self.max_iter}); training needs an "
-                "endless one, e.g. a DataLoader over resdet.data.samplers.InfiniteSampler"
-            ) from None
-        data_time = time.perf_counter() - start
-        batch = move_to_device(batch, self.device, self.channels_last)
+        batch, data_time = self.next_batch()
         lr = self.optimizer.param_groups[0]["lr"]
         if self.step_mode == "compiled":
             if self.device.type == "cuda":

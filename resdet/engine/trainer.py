@@ -29,7 +29,7 @@ import math
 import re
 import time
 import warnings
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -218,7 +218,8 @@ class Trainer:
         else:
             logger.error("Training stopped during iteration %d: %s", self.iter, what)
 
-    def run_step(self) -> None:
+    def next_batch(self) -> Tuple[Any, float]:
+        """(the next batch on the device, seconds spent waiting for the loader)."""
         start = time.perf_counter()
         try:
             batch = next(self._data_iter)
@@ -228,7 +229,11 @@ class Trainer:
                 "endless one, e.g. a DataLoader over resdet.data.samplers.InfiniteSampler"
             ) from None
         data_time = time.perf_counter() - start
-        batch = move_to_device(batch, self.device, self.channels_last)
+        return move_to_device(batch, self.device, self.channels_last), data_time
+
+    def run_step(self) -> None:
+        start = time.perf_counter()
+        batch, data_time = self.next_batch()
 
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             loss_dict = _as_loss_dict(self.loss_fn(self.model, batch), self.iter)

@@ -17,7 +17,6 @@ import os
 import zipfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor
 

@@ -28,18 +28,7 @@ import sys
 import torch
 
 from .benchmark_det import format_table, time_models
-
-
-def _size(text: str):
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--size must be N or HxW (e.g. 256 or 800x1216); got {text!r}")
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 32:
-        raise argparse.ArgumentTypeError(f"--size must be N or HxW with sides >= 32; got {text!r}")
-    return tuple(parts)
+from .cli import image_size
 
 
 def main(argv=None) -> int:
@@ -62,7 +51,7 @@ def main(argv=None) -> int:
                         "(see `--cifar --help`; resdet/runs/benchmark_cifar.py)")
     p.add_argument("--arch", choices=["maskrcnn", "fasterrcnn", "both"], default="both")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--size", type=_size, default=(800, 1216), help="N (square) or HxW")
+    p.add_argument("--size", type=image_size, default=(800, 1216), help="N (square) or HxW")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--iters", type=int, default=10, help="timed iterations per measurement")
     p.add_argument("--warmup", type=int, default=1)

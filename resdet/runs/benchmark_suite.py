@@ -39,6 +39,8 @@ from resdet.engine.checkpoint import atomic_write_text
 from resdet.engine.trainer import HookBase, Trainer
 from resdet.utils.env import peak_memory_mib
 
+from .cli import image_size
+
 __all__ = ["PARTS", "run_suite", "format_markdown", "main"]
 
 _CONFIGS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
@@ -387,19 +389,6 @@ def _torchvision_version() -> str:
     return torchvision.__version__
 
 
-def _size(text: str) -> Tuple[int, int]:
-    """"N" or "HxW" (benchmark.py's own parser would import the CLI module back: an import circle)."""
-    try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 32:
-        raise argparse.ArgumentTypeError(f"--det-size must be N or HxW with sides >= 32; got {text!r}")
-    return parts[0], parts[1]
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tools/benchmark.py --suite gpu", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -408,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="output/benchmark", help="folder for benchmark.json and benchmark.md")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     p.add_argument("--archs", nargs="+", choices=["fasterrcnn", "maskrcnn"], default=["fasterrcnn", "maskrcnn"])
-    p.add_argument("--det-size", type=_size, default=(800, 1216), help="detection input, N or HxW")
+    p.add_argument("--det-size", type=image_size, default=(800, 1216), help="detection input, N or HxW")
     p.add_argument("--det-batch", type=int, default=8)
     p.add_argument("--boxes", type=int, default=7, help="ground-truth boxes (and masks) per training image")
     p.add_argument("--cls-size", type=int, default=224)

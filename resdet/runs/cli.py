@@ -17,9 +17,10 @@ exceptions); only the command line goes through here.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from resdet.config import ConfigError
 from resdet.data.catalog import UnknownDatasetError
@@ -29,7 +30,7 @@ from resdet.data.folders import CorruptImageError, MissingDatasetError
 from resdet.engine.checkpoint import CheckpointError
 from resdet.utils.env import DeviceError
 
-__all__ = ["USER_ERRORS", "DEBUG_ENV", "run_tool", "is_debug"]
+__all__ = ["USER_ERRORS", "DEBUG_ENV", "run_tool", "is_debug", "image_size"]
 
 # FileNotFoundError covers MissingDatasetError and the package's "... not found: '<path>'" errors, and
 # Python's own (whose message names the path too).
@@ -66,3 +67,16 @@ def run_tool(main: Callable[[List[str]], object], argv: Optional[Sequence[str]] 
     if isinstance(result, int) and not isinstance(result, bool):
         return result
     return 0
+
+
+def image_size(text: str) -> Tuple[int, int]:
+    """argparse type of the tools' size options: "N" (square) or "HxW", sides of at least 32 px."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 32:
+        raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 256 or 800x1216) with sides >= 32; got {text!r}")
+    return parts[0], parts[1]

@@ -26,21 +26,11 @@ import sys
 import time
 from typing import List, Tuple
 
+from .cli import image_size
+
 logger = logging.getLogger("resdet.export")
 
 EXTENSIONS = {"onnx": ".onnx", "exported-program": ".pt2", "aoti": ".aoti.pt2"}
-
-
-def _size(text: str) -> Tuple[int, int]:
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--size must be N or HxW (e.g. 224 or 800x1344); got {text!r}")
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 32:
-        raise argparse.ArgumentTypeError(f"--size must be N or HxW with sides >= 32; got {text!r}")
-    return parts[0], parts[1]
 
 
 def parse_args(argv=None):
@@ -54,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--output", default="", help="folder for the file (default: OUTPUT_DIR/export)")
     p.add_argument("--name", default="", help="file name without extension (default: the config's name)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the (fixed) input shape")
-    p.add_argument("--size", type=_size, default=None,
+    p.add_argument("--size", type=image_size, default=None,
                    help="input HxW (default: detectors TEST sizes rounded up to 32, e.g. 800x1344; classifiers "
                         "CLS.INPUT.CROP_SIZE)")
     p.add_argument("--dynamic", action="store_true", help="free batch and height/width where the model allows")

@@ -17,7 +17,6 @@ import os
 import sys
 from typing import Dict, Optional, Sequence
 
-import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
 __all__ = ["build_argument_parser", "refuse_cudnn_benchmark", "build_model", "train_detection", "evaluate_only",

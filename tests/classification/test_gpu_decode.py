@@ -6,7 +6,6 @@ rounds its weights to fixed point), so outputs are within 1 grey level of the CP
 RandomResizedCrop, and of torchvision's v2 pipeline for the scale augmentation (whose fractional box
 it resamples exactly).
 """
-import io
 import logging
 
 import numpy as np

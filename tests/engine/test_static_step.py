@@ -30,13 +30,7 @@ from .tiny_run import KillAt, TinyNet, loss_fn
 CLASSES, BATCH = 4, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # 2 shared cores: one intra-op thread is several times faster than two fighting for them
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 import glob
-import json
 import math
 import os
 import subprocess
@@ -12,7 +11,7 @@ from torch import nn
 from resdet.engine import HookBase, MetricWriter, Trainer, load_checkpoint, read_metrics
 from resdet.engine.hooks import EvalHook, MetricsLogger
 
-from .tiny_run import KillAt, TinyNet, dataset, loss_fn, make_cfg, run
+from .tiny_run import dataset, loss_fn, make_cfg, run
 
 LOSS_KEYS = ("loss_cls", "total_loss", "lr")
 

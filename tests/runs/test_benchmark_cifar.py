@@ -12,12 +12,7 @@ from resdet.runs.benchmark import main  # noqa: E402
 from resdet.runs.benchmark_cifar import cifar_step_rates, photo_cifar_images  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_photo_crops_are_cifar_sized_photographs():

@@ -12,14 +12,6 @@ TINY = ["--device", "cpu", "--archs", "maskrcnn", "--det-size", "64x96", "--det-
         "--warmup", "1"]
 
 
-@pytest.fixture
-def one_thread():
-    # two threads spin-waiting on a shared, oversubscribed CPU run 10-20x slower than one
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_gpu_suite_rehearsal_on_cpu(tmp_path, one_thread, capsys):
     assert main(["--suite", "gpu", *TINY, "--output", str(tmp_path)]) == 0

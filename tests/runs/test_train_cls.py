@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from resdet.classification.model import build_classifier, load_backbone_export
+from resdet.classification.model import load_backbone_export
 from resdet.config import load_config
 from resdet.engine.logging import read_metrics
 from resdet.runs.train_cls import train_classifier

@@ -19,12 +19,7 @@ from tests.classification.helpers import make_image_tree
 from .test_train_cls import cfg_for
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_cuda_graph_step_mode_trains_like_eager(tmp_path):

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from ..utils.env import peak_memory_mib
+from ..utils.env import get_rng_state, peak_memory_mib, set_rng_state
 from .distributed import get_world_size, is_main_process, reduce_dict, synchronize
 from .logging import ProgressBar
 from .trainer import HookBase
@@ -76,7 +76,11 @@ class EvalHook(HookBase):
     Results (nested dicts are flattened to "bbox/AP" names) go to the trainer's metric writer at the
     iteration count they were measured at; the latest are kept in `self.results`. eval_fn runs on
     every process (so it can gather over them) under torch.no_grad; the model is put back in train
-    mode afterwards.
+    mode afterwards, and every RNG (Python, numpy, torch CPU and CUDA) is put back where it was: an
+    evaluation draws random numbers (a DataLoader draws its workers' base seed from torch's generator at
+    each pass), and training after it must draw what it would have drawn without it. Otherwise
+    TEST.EVAL_PERIOD would change the training run (RoI sampling, dropout and augmentation all draw), and a
+    run resumed from a checkpoint written before an evaluation would part from the uninterrupted one.
     """
 
     def __init__(self, period: int, eval_fn: Callable[[], Dict[str, Any]], eval_at_end: bool = True):
@@ -89,8 +93,12 @@ class EvalHook(HookBase):
 
     def _evaluate(self, iteration: int) -> None:
         start = time.perf_counter()
-        with torch.no_grad():
-            results = self.eval_fn()
+        rng = get_rng_state()
+        try:
+            with torch.no_grad():
+                results = self.eval_fn()
+        finally:
+            set_rng_state(rng)
         self.trainer.model.train()
         if results is None:
             results = {}

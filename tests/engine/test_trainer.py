@@ -1,9 +1,11 @@
 import glob
 import math
 import os
+import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -79,6 +81,27 @@ def test_eval_hook_results_go_to_metrics(tmp_path):
     assert trainer.model.training  # back in train mode after evaluation
     png = (tmp_path / "training_curves.png").read_bytes()  # losses, lr and the evaluation results
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
+
+
+def test_evaluation_leaves_training_unchanged(tmp_path):
+    # An evaluation that draws from every RNG, as a real one does (a DataLoader pass draws its base seed
+    # from torch's generator); TinyNet's dropout and the loss draw from torch's generator in training.
+    def eval_fn():
+        for _ in torch.utils.data.DataLoader(dataset(), batch_size=8):
+            pass
+        torch.rand(3), np.random.rand(), random.random()
+        return {"top1": 1.0}
+
+    plain, _, _ = run(make_cfg(tmp_path / "plain", CHECKPOINT_PERIOD=0))
+    cfg = make_cfg(tmp_path / "evaluated", CHECKPOINT_PERIOD=0)
+    cfg.TEST.EVAL_PERIOD = 2
+    evaluated, trainer, _ = run(cfg, eval_fn=eval_fn)
+    assert trainer.iter == 12
+    assert [r["iteration"] for r in read_metrics(str(tmp_path / "evaluated" / "metrics.jsonl")) if "top1" in r] == \
+        [2, 4, 6, 8, 10, 12]
+    assert _losses(tmp_path / "evaluated") == _losses(tmp_path / "plain")
+    for name, a in plain.state_dict().items():
+        assert torch.equal(a, evaluated.state_dict()[name]), name
 
 
 def _plain_trainer(loss_fn, **kw):

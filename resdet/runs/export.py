@@ -1,4 +1,4 @@
-"""`tools/export.py`: a trained model to a deployable file, ONNX or a torch.export ExportedProgram.
+r"""`tools/export.py`: a trained model to a deployable file, ONNX or a torch.export ExportedProgram.
 
     python tools/export.py configs/coco_r50.yaml --weights model_final.pth --format onnx --dynamic
     python tools/export.py configs/coco_r50_faster.yaml --weights model_final.pth --format exported-program \

@@ -227,7 +227,7 @@ def train_classifier(cfg, resume: bool = False) -> Dict[str, Any]:
     return results
 
 
-_USAGE = """Train or evaluate an image classifier (the paper's ImageNet and CIFAR-10 recipes).
+_USAGE = r"""Train or evaluate an image classifier (the paper's ImageNet and CIFAR-10 recipes).
 
     python tools/train_cls.py configs/cifar10_resnet20.yaml                       # train
     python tools/train_cls.py configs/cifar10_resnet20.yaml --resume              # continue the newest checkpoint

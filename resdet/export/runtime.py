@@ -21,11 +21,18 @@ import torch
 from torch import Tensor
 
 from resdet.detection.postprocess import paste_masks, scale_boxes
+from resdet.utils.errors import UserInputError
 
 from .exporter import METADATA_KEY, sidecar_path
 
-__all__ = ["read_metadata", "load_exported", "ExportedDetector", "ExportedClassifier", "paste_detections",
+__all__ = ["ExportedFileError", "read_metadata", "load_exported", "ExportedDetector", "ExportedClassifier", "paste_detections",
            "onnx_providers"]
+
+
+class ExportedFileError(UserInputError, ValueError):
+    """An exported file that cannot be used as asked (no resdet metadata, another kind of model, another
+    device, an image its fixed input shape cannot take); the message names the file and says what to do.
+    The tools print it as one line, as they do a wrong config key."""
 
 
 def _check_file(path: str) -> None:
@@ -43,7 +50,7 @@ def read_metadata(path: str) -> Dict[str, Any]:
         model = onnx.load(path, load_external_data=False)
         props = {p.key: p.value for p in model.metadata_props}
         if METADATA_KEY not in props:
-            raise ValueError(f"'{path}' carries no '{METADATA_KEY}' metadata: not written by tools/export.py")
+            raise ExportedFileError(f"'{path}' carries no '{METADATA_KEY}' metadata: not written by tools/export.py")
         return json.loads(props[METADATA_KEY])
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
@@ -54,8 +61,8 @@ def read_metadata(path: str) -> Dict[str, Any]:
     if os.path.isfile(side):
         with open(side, encoding="utf-8") as f:
             return json.load(f)
-    raise ValueError(f"'{path}' carries no '{METADATA_KEY}' metadata and has no '{side}' beside it: "
-                     "not written by tools/export.py")
+    raise ExportedFileError(f"'{path}' carries no '{METADATA_KEY}' metadata and has no '{side}' beside it: "
+                            "not written by tools/export.py")
 
 
 def onnx_providers(device: str) -> List[str]:
@@ -91,8 +98,8 @@ class _Backend:
         elif self.format in ("exported-program", "aoti"):
             traced = metadata.get("device", "cpu")
             if self.device.type != traced:
-                raise ValueError(f"'{path}' was traced on {traced} and runs there only (asked for {device}); "
-                                 f"export it again with MODEL.DEVICE {self.device.type}, or use the ONNX format")
+                raise ExportedFileError(f"'{path}' was traced on {traced} and runs there only (asked for {device}); "
+                                        f"export it again with MODEL.DEVICE {self.device.type}, or use the ONNX format")
             import torchvision  # noqa: F401  (registers the nms / roi_align ops the program calls)
 
             if self.format == "exported-program":
@@ -102,7 +109,7 @@ class _Backend:
 
                 self.module = aoti_load_package(path)
         else:
-            raise ValueError(f"'{path}': unknown export format {self.format!r} in its metadata")
+            raise ExportedFileError(f"'{path}': unknown export format {self.format!r} in its metadata")
 
     def __call__(self, *inputs: Tensor) -> List[Tensor]:
         if self.format == "onnx":
@@ -155,7 +162,7 @@ class ExportedDetector:
     def __init__(self, path: str, device: Optional[str] = None, threads: int = 0, metadata: Optional[Dict[str, Any]] = None):
         self.metadata = metadata or read_metadata(path)
         if self.metadata.get("kind") != "detector":
-            raise ValueError(f"'{path}' holds a {self.metadata.get('kind')}, not a detector")
+            raise ExportedFileError(f"'{path}' holds a {self.metadata.get('kind')}, not a detector")
         self.path = path
         self.backend = _Backend(path, self.metadata, device, threads)
         self.device = self.backend.device
@@ -175,9 +182,9 @@ class ExportedDetector:
         fh, fw = self.fixed_size
         if fh is not None:
             if int(sizes[:, 0].max()) > fh or int(sizes[:, 1].max()) > fw:
-                raise ValueError(f"'{self.path}' was exported for fixed {fh}x{fw} inputs; an image of "
-                                 f"{int(sizes[:, 0].max())}x{int(sizes[:, 1].max())} does not fit (export with "
-                                 "--dynamic, or a larger --size)")
+                raise ExportedFileError(f"'{self.path}' was exported for fixed {fh}x{fw} inputs; an image of "
+                                        f"{int(sizes[:, 0].max())}x{int(sizes[:, 1].max())} does not fit (export "
+                                        "with --dynamic, or with a --size that holds it)")
             h, w = fh, fw
         batch = torch.zeros((len(images), 3, h, w), dtype=torch.float32)
         for i, im in enumerate(images):  # a copy per image, as pad_images does
@@ -224,7 +231,7 @@ class ExportedClassifier:
     def __init__(self, path: str, device: Optional[str] = None, threads: int = 0, metadata: Optional[Dict[str, Any]] = None):
         self.metadata = metadata or read_metadata(path)
         if self.metadata.get("kind") != "classifier":
-            raise ValueError(f"'{path}' holds a {self.metadata.get('kind')}, not a classifier")
+            raise ExportedFileError(f"'{path}' holds a {self.metadata.get('kind')}, not a classifier")
         self.path = path
         self.backend = _Backend(path, self.metadata, device, threads)
         self.class_names = list(self.metadata.get("class_names", []))

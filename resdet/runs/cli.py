@@ -29,13 +29,15 @@ from resdet.data.coco_validation import CocoFormatError
 from resdet.data.folders import CorruptImageError, MissingDatasetError
 from resdet.engine.checkpoint import CheckpointError
 from resdet.utils.env import DeviceError
+from resdet.utils.errors import UserInputError
 
 __all__ = ["USER_ERRORS", "DEBUG_ENV", "run_tool", "is_debug", "image_size"]
 
 # FileNotFoundError covers MissingDatasetError and the package's "... not found: '<path>'" errors, and
 # Python's own (whose message names the path too).
 USER_ERRORS = (ConfigError, CheckpointError, CocoFormatError, ImageFileError, CorruptImageError,
-               MissingDatasetError, FileNotFoundError, NotADirectoryError, UnknownDatasetError, DeviceError)
+               MissingDatasetError, FileNotFoundError, NotADirectoryError, UnknownDatasetError, DeviceError,
+               UserInputError)
 DEBUG_ENV = "RESDET_DEBUG"
 
 

@@ -45,8 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--name", default="", help="file name without extension (default: the config's name)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the (fixed) input shape")
     p.add_argument("--size", type=image_size, default=None,
-                   help="input HxW (default: detectors TEST sizes rounded up to 32, e.g. 800x1344; classifiers "
-                        "CLS.INPUT.CROP_SIZE)")
+                   help="input HxW (default: detectors a square of INPUT.MAX_SIZE_TEST rounded up to 32, e.g. "
+                        "1344x1344, which holds landscape and portrait images; 800x1344 for landscape only; "
+                        "classifiers CLS.INPUT.CROP_SIZE)")
     p.add_argument("--dynamic", action="store_true", help="free batch and height/width where the model allows")
     p.add_argument("--no-optimize", action="store_true", help="ONNX: skip the onnxscript graph optimiser")
     p.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
@@ -91,9 +92,10 @@ def default_size(cfg, model) -> Tuple[int, int]:
         if model.pixel_mean_image is not None:
             return tuple(int(v) for v in model.pixel_mean_image.shape[-2:])
         return cfg.CLS.INPUT.CROP_SIZE, cfg.CLS.INPUT.CROP_SIZE
-    div = model.size_divisibility
-    up = lambda v: -(-int(v) // div) * div  # noqa: E731
-    return up(cfg.INPUT.MIN_SIZE_TEST), up(cfg.INPUT.MAX_SIZE_TEST)
+    # The test-time resize leaves every image within MAX_SIZE_TEST on both sides, portrait or landscape:
+    # a square of it fits them all. MIN x MAX (cheaper by MIN/MAX) would refuse every portrait image.
+    side = -(-int(cfg.INPUT.MAX_SIZE_TEST) // model.size_divisibility) * model.size_divisibility
+    return side, side
 
 
 def class_names_for(cfg) -> List[str]:

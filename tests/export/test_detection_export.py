@@ -163,7 +163,7 @@ def test_deeper_backbones_are_accepted(config, backbone, mask_on):
 
     cfg = load_config(os.path.join(ROOT, "configs", config), ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.WEIGHTS", ""])
     model = build_model(cfg)
-    assert default_size(cfg, model) == (800, 1344)
+    assert default_size(cfg, model) == (1344, 1344)  # a square holds portrait and landscape images
     spec = detector_spec(model, batch=1, size=(800, 1344), dynamic=False, nms="onnx")
     meta = build_metadata(spec, "onnx", cfg=cfg)
     assert meta["backbone"] == backbone and meta["architecture"] == ("Mask R-CNN" if mask_on else "Faster R-CNN")

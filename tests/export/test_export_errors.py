@@ -9,9 +9,9 @@ from torch import nn
 from resdet.backbones.registry import BACKBONE_REGISTRY
 from resdet.config import load_config
 from resdet.export.exporter import ExportError, aoti_unavailable_reason
-from resdet.runs.export import export_from_config
+from resdet.runs.export import build_model, export_from_config
 
-from .helpers import CONFIGS, onnx_or_skip
+from .helpers import CONFIGS, ROOT, onnx_or_skip
 
 CIFAR = os.path.join(CONFIGS, "cifar10_resnet20.yaml")
 
@@ -112,3 +112,50 @@ def test_aoti_without_a_compiler_says_so(monkeypatch, tmp_path):
     assert reason is not None and "compiler" in reason
     with pytest.raises(ExportError, match="cannot export to aoti: .*compiler"):
         export_from_config(load_config(CIFAR), "aoti", str(tmp_path / "m.aoti.pt2"), class_names=[])
+
+
+def test_default_fixed_shape_holds_portrait_and_landscape_images(tmp_path):
+    """Without --size or --dynamic a detector's input is a square of INPUT.MAX_SIZE_TEST: the test-time
+    resize of any image, portrait or landscape, fits in it (MIN x MAX, the default before, refused every
+    portrait image). An image larger than the square is refused with an ExportedFileError that names the
+    file and the shapes. (Detections equal to the eager model's: test_detection_export.py.)"""
+    onnx_or_skip()
+    from resdet.export.runtime import ExportedDetector, ExportedFileError
+    from resdet.predictor import DetectionPredictor
+
+    from .helpers import photo
+
+    cfg = load_config(os.path.join(CONFIGS, "quickstart_shapes.yaml"), ["MODEL.DEVICE", "cpu"])
+    torch.manual_seed(0)
+    weights = str(tmp_path / "w.pth")
+    torch.save(build_model(cfg).state_dict(), weights)
+    meta = export_from_config(cfg, "onnx", str(tmp_path / "shapes.onnx"), weights=weights,
+                              class_names=["circle", "square", "triangle"])
+    assert meta["input_shapes"]["images"] == [1, 3, 192, 192] and not meta["dynamic"]
+    predictor = DetectionPredictor.from_exported(meta["path"], score_threshold=0.0)
+    for h, w in ((150, 100), (100, 150)):  # portrait, then landscape: 144x96 and 96x144 after the resize
+        image = photo("astronaut", h, w).permute(1, 2, 0).to(torch.uint8).numpy()[..., ::-1].copy()  # BGR
+        found = predictor(image)
+        boxes = found["boxes"]
+        assert len(found["scores"]) > 0 and found["masks"].shape[-2:] == (h, w), (h, w)
+        assert bool((boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all() and (boxes >= 0).all()), (h, w)
+    with pytest.raises(ExportedFileError, match=r"shapes\.onnx' was exported for fixed 192x192 inputs; an image "
+                                                r"of 224x96 does not fit"):
+        ExportedDetector(meta["path"])([torch.zeros(3, 224, 96)])
+
+
+def test_a_file_not_from_export_is_one_line_in_the_tools(tmp_path):
+    """tools/demo.py --exported on a torch.export file that resdet did not write: one line naming the file
+    (ExportedFileError is a user error for runs/cli.run_tool), no traceback, exit status 1."""
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "other.pt2")
+    torch.export.save(torch.export.export(nn.Linear(4, 2), (torch.zeros(1, 4),)), path)
+    env = dict(os.environ, PYTHONPATH=ROOT, NO_ALBUMENTATIONS_UPDATE="1")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo.py"), "--exported", path,
+                           "--input", str(tmp_path), "--output", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert f"error: '{path}' carries no 'resdet' metadata" in proc.stderr

@@ -134,7 +134,7 @@ def test_default_fixed_shape_holds_portrait_and_landscape_images(tmp_path):
     assert meta["input_shapes"]["images"] == [1, 3, 192, 192] and not meta["dynamic"]
     predictor = DetectionPredictor.from_exported(meta["path"], score_threshold=0.0)
     for h, w in ((150, 100), (100, 150)):  # portrait, then landscape: 144x96 and 96x144 after the resize
-        image = photo("astronaut", h, w).permute(1, 2, 0).to(torch.uint8).numpy()[..., ::-1].copy()  # BGR
+        image = photo("astronaut", h, w).permute(1, 2, 0).to(torch.uint8).numpy()  # HxWx3 RGB, as the predictor takes
         found = predictor(image)
         boxes = found["boxes"]
         assert len(found["scores"]) > 0 and found["masks"].shape[-2:] == (h, w), (h, w)

@@ -31,7 +31,7 @@ setup(
         # faster-coco-eval: the optional TEST.COCO_EVAL_BACKEND; in dev so the test comparing it with
         # pycocotools runs
         "fast-eval": ["faster-coco-eval>=1.6"],
-        # scikit-image: the photographs the loader benchmarks read (resdet/runs/bench_photos.py), never
+        # scikit-image: the photographs the loader benchmarks read (resdet/benchmarks/photos.py), never
         # imported at run time
         "bench": ["scikit-image>=0.21"],
         # tools/export.py: ONNX through torch.onnx.export(dynamo=True) (onnxscript), run by onnxruntime; the

@@ -12,6 +12,7 @@ PACKAGE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "resdet"
 
 # Higher floors may import lower ones and their own room; never the other way round.
 FLOORS = {
+    "benchmarks": 8,  # times the runs' steps against references; nothing imports it
     "runs": 7,
     "predictor": 6,  # runs exported models too: above export
     "evaluation": 5, "export": 5,

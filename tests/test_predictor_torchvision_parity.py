@@ -20,7 +20,7 @@ MIN_SIZE, MAX_SIZE = 160, 200  # small for the CPU; the photos below are upscale
 
 
 def _photos():
-    from resdet.runs.bench_photos import random_crop_resized, skimage_photos
+    from resdet.benchmarks.photos import random_crop_resized, skimage_photos
 
     photos = dict(skimage_photos())
     rng = np.random.default_rng(3)

@@ -8,7 +8,7 @@ libjpeg-turbo cannot convert to RGB (CMYK, YCCK) go through PIL too; `probe` mar
 Unreadable files raise `CorruptImageError` naming the file, as `read_image_rgb` does.
 
 Decoder choice, measured with `tools/benchmark.py --loader imagenet --decoders` (200 of the
-ImageNet-sized photographs of `resdet/runs/bench_photos.py`, longer side 350-500 px, q90; one thread;
+ImageNet-sized photographs of `resdet/benchmarks/photos.py`, longer side 350-500 px, q90; one thread;
 medians of 7 interleaved rounds on two cores shared with other jobs, load ~9.5, so only the ratios
 carry over):
 

@@ -18,7 +18,7 @@ pycocotools' rasteriser on the scaled polygons, inside each instance's box only)
 rasterising every instance at full size and resizing N full-size masks. RLE masks are decoded once and
 resized with nearest neighbour as before. Other pipelines (LSJ, a custom `augmentation`) still move
 full-size masks through albumentations. At COCO scale this makes the whole mapper several times faster
-(resdet/runs/benchmark_loader_coco.py); the masks agree with the full-size-then-resize ones except at
+(resdet/benchmarks/loader_coco.py); the masks agree with the full-size-then-resize ones except at
 instance boundaries (tests/data/test_fast_masks.py).
 
 Resize backend (INPUT.RESIZE_BACKEND): "opencv" resizes the uint8 image with cv2 (fast); "torch" does

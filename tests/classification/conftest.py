@@ -15,7 +15,7 @@ def photos(tmp_path_factory):
     q90) and `big`: 6 of 900-1200 px, large enough for reduced-size decoding at the 224 crop; with
     `small_paths` / `big_paths` the files."""
     pytest.importorskip("skimage", reason="benchmark photos come from scikit-image (pip install -e '.[dev]')")
-    from resdet.runs.bench_photos import write_imagenet_style_folder
+    from resdet.benchmarks.photos import write_imagenet_style_folder
 
     base = str(tmp_path_factory.mktemp("photos"))
     small = write_imagenet_style_folder(os.path.join(base, "small"), 18, seed=1)

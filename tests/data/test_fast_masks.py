@@ -23,7 +23,7 @@ from pycocotools import mask as mask_util
 import albumentations as A
 from resdet.data.coco import load_coco_json
 from resdet.data.transforms import DetectionMapper, annotations_to_masks, build_augmentation, instance_masks_at
-from resdet.runs.bench_coco import random_polygon
+from resdet.benchmarks.coco_data import random_polygon
 
 
 def _annotations(rng, h, w, n):

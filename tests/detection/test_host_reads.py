@@ -13,8 +13,8 @@ from resdet.config import load_config
 from resdet.detection import build_detection_model
 from resdet.detection.box_ops import force_packed_nms
 from resdet.engine.schedules import build_lr_scheduler, build_optimizer
-from resdet.runs.benchmark_counts import count_inference, count_rows, count_training_step
-from resdet.runs.benchmark_det import synthetic_batch
+from resdet.benchmarks.counts import count_inference, count_rows, count_training_step
+from resdet.benchmarks.detection import synthetic_batch
 
 BUDGET = 8
 # short CPU runs: a small backbone (it makes no reads), narrow heads, fewer proposals and samples; the

@@ -22,7 +22,7 @@ def detector(config=R50_MASK, *overrides, seed=0, num_classes=3):
 
 def photo_inputs(batch, height, width, device, boxes=5, num_classes=3, masks=True, seed=0):
     """Photographs (float 0-255) with random boxes and box-shaped masks, on `device`."""
-    from resdet.runs.benchmark_det import synthetic_batch
+    from resdet.benchmarks.detection import synthetic_batch
 
     return synthetic_batch(batch, height, width, boxes, num_classes + 1, masks, str(device), seed=seed)
 

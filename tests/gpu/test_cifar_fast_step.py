@@ -54,7 +54,7 @@ def gpu(request):
 @pytest.fixture(scope="module")
 def photos():
     pytest.importorskip("skimage", reason="the photographs come with scikit-image (pip install -e '.[dev]')")
-    from resdet.runs.benchmark_cifar import photo_cifar_images
+    from resdet.benchmarks.cifar import photo_cifar_images
 
     return photo_cifar_images(1024)
 
@@ -70,7 +70,7 @@ class _Kill(HookBase):
 
 def _run(out, device, images, mode, resume=False, kill_at=None, max_iter=12, hooks=(), log_period=1, **solver):
     """ResNet-20 with the recipe (per-pixel mean, SGD 0.1, momentum, decay) on on-device photo crops."""
-    from resdet.runs.benchmark_cifar import cifar_classifier
+    from resdet.benchmarks.cifar import cifar_classifier
 
     cfg = get_cfg()
     cfg.MODEL.DEVICE, cfg.OUTPUT_DIR, cfg.SEED, cfg.LOG_PERIOD = str(device), str(out), 0, log_period

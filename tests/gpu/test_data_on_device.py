@@ -18,7 +18,7 @@ pytestmark = pytest.mark.gpu
 def test_in_memory_cifar_batches_are_the_recipe(device):
     """Every sample is crop(flip(pad(x - m))) + m of its own image, exactly (m: the per-pixel mean), with
     crop offsets uniform over the 2*PAD+1 positions, flips at rate 1/2, each image once per epoch."""
-    from resdet.runs.bench_photos import photo_batch
+    from resdet.benchmarks.photos import photo_batch
 
     cfg = load_config(os.path.join(CONFIGS, "cifar10_resnet20.yaml"))
     pad, crop, batch = cfg.CLS.INPUT.PAD, cfg.CLS.INPUT.CROP_SIZE, cfg.SOLVER.IMS_PER_BATCH

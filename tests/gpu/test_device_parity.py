@@ -41,7 +41,7 @@ def test_nms_on_the_device_equals_the_cpu(device):
 
 
 def test_predictor_on_the_device_equals_the_cpu(device):
-    from resdet.runs.bench_photos import photo_batch
+    from resdet.benchmarks.photos import photo_batch
 
     model, cfg = detector(SHAPES, "INPUT.MIN_SIZE_TEST", 192, "INPUT.MAX_SIZE_TEST", 320)
     photo = photo_batch(1, 240, 360, seed=3)[0].permute(1, 2, 0).numpy()

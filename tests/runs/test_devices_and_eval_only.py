@@ -80,7 +80,7 @@ def test_default_setup_applies_cudnn_benchmark(tmp_path):
 
 
 def test_benchmark_synchronizes_the_asked_gpu(monkeypatch):
-    from resdet.runs import benchmark_det
+    from resdet.benchmarks import detection as benchmark_det
 
     seen = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: seen.append(device))

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("skimage", reason="the photos come from scikit-image (pip install -e '.[dev]')")
 
-from resdet.runs.bench_photos import write_photo_detection_dataset  # noqa: E402
+from resdet.benchmarks.photos import write_photo_detection_dataset  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Only what makes the README's training command a test: small images, 6 steps of 2 images.

@@ -19,7 +19,7 @@ import torch
 pytest.importorskip("skimage", reason="the photographs come from scikit-image (pip install -e '.[dev]')")
 
 from resdet.data.shapes import generate_shapes_dataset  # noqa: E402
-from resdet.runs.bench_photos import write_imagenet_style_folder  # noqa: E402
+from resdet.benchmarks.photos import write_imagenet_style_folder  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 

@@ -1,10 +1,10 @@
 """A COCO-format benchmark set: real photographs at COCO's image size, with generated instance polygons.
 
-The loader benchmark (`benchmark_loader_coco.py`) needs what a COCO training mapper meets: JPEGs of
+The loader benchmark (`loader_coco.py`) needs what a COCO training mapper meets: JPEGs of
 photographs about 640 px on the longer side (COCO's are mostly 640x480 or 480x640, quality ~90) and about
 seven instances per image whose outlines are polygons of 6-30 vertices, of every size from a few pixels to
 half the image, some in two parts (occluded objects). The photos are crops of scikit-image's bundled
-pictures (resdet/runs/bench_photos.py); the outlines are random star-shaped polygons (a radius per angle,
+pictures (resdet/benchmarks/photos.py); the outlines are random star-shaped polygons (a radius per angle,
 smoothly varying), written as an ordinary `annotations.json` next to an `images/` folder.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import List
 
 import numpy as np
 
-from .bench_photos import skimage_photos
+from .photos import skimage_photos
 
 __all__ = ["coco_shaped_crop", "random_polygon", "write_coco_style_dataset"]
 

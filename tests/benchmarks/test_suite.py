@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from resdet.runs.benchmark import main
+from resdet.benchmarks.main import main
 
 TINY = ["--device", "cpu", "--archs", "maskrcnn", "--det-size", "64x96", "--det-batch", "1", "--cls-size", "64",
         "--cls-batch", "2", "--cifar-batch", "8", "--cifar-images", "64", "--iters", "1", "--rounds", "1",
@@ -50,7 +50,7 @@ def test_gpu_suite_skips_parts_past_its_time_limit(tmp_path):
 
 def test_photo_batches_without_scikit_image(monkeypatch):
     """A bare GPU machine has no scikit-image: the photographs then come from matplotlib's sample data."""
-    from resdet.runs import bench_photos
+    from resdet.benchmarks import photos as bench_photos
 
     def no_skimage():
         raise ImportError("no scikit-image here")

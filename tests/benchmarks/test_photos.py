@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("skimage", reason="benchmark photos need scikit-image (pip install -e '.[bench]')")
 
-from resdet.runs.bench_photos import skimage_photos, write_imagenet_style_folder  # noqa: E402
+from resdet.benchmarks.photos import skimage_photos, write_imagenet_style_folder  # noqa: E402
 
 
 def test_photos_are_colour_photographs_not_flat_or_noise():
@@ -37,7 +37,7 @@ def test_photo_detection_dataset_is_valid_coco_with_polygons_and_rle(tmp_path):
     import pycocotools.mask as mask_util
 
     from resdet.data.coco import load_coco_json
-    from resdet.runs.bench_photos import write_photo_detection_dataset
+    from resdet.benchmarks.photos import write_photo_detection_dataset
 
     json_path, image_dir = write_photo_detection_dataset(str(tmp_path / "d"), "val", 4, min_side=96, max_side=128, seed=3)
     data = json.load(open(json_path))

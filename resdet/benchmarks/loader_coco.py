@@ -133,7 +133,7 @@ def time_coco_loaders_detailed(data_dir: Optional[str], n: int = 500, workers: i
     tmp = None
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="resdet_bench_coco_")
-        from .bench_coco import write_coco_style_dataset
+        from .coco_data import write_coco_style_dataset
 
         data_dir = write_coco_style_dataset(tmp.name, min(n, 200), seed=0)
     try:

@@ -4,7 +4,7 @@ against the eager resdet model it came from, same weights, same images, same pro
     python tools/benchmark.py --exported output/export/coco_r50.onnx --device cpu --size 800x1216 --iters 5
 
 The eager model is rebuilt from the config the file carries and loads the weights it was exported from
-(or --weights). Inputs are real photographs (scikit-image's bundled photos, resdet/runs/bench_photos.py),
+(or --weights). Inputs are real photographs (scikit-image's bundled photos, resdet/benchmarks/photos.py),
 scaled to --size. Each iteration runs eager then exported on the same batch (alternating, so a busy
 machine slows both alike); the table gives median images/s and exported / eager. Both produce the same
 per-image dicts (detectors: boxes in the image frame, masks pasted), so both timings include padding
@@ -51,7 +51,7 @@ def _eager_model(meta: Dict, weights: str):
 def _photos(batch: int, h: int, w: int) -> List[torch.Tensor]:
     import cv2
 
-    from .bench_photos import skimage_photos
+    from .photos import skimage_photos
 
     photos = skimage_photos()
     out = []

@@ -1,23 +1,23 @@
 """`tools/benchmark.py`: training steps/s and inference images/s of our Faster/Mask R-CNN against
 torchvision's, with the same weights on the same inputs in the same process; prints a table with the
 ratio (ours / torchvision). This module is the command line; each kind of measurement lives in its own
-module beside it (benchmark_det.py: the detectors; benchmark_cifar.py: the CIFAR training step, --cifar;
-benchmark_counts.py, benchmark_loader*.py, benchmark_suite.py, benchmark_export.py: below).
+module beside it in resdet/benchmarks/ (detection.py: the detectors; cifar.py: the CIFAR training step,
+--cifar; counts.py, loader_imagenet.py, loader_coco.py, suite.py, exported.py: below).
 
   python tools/benchmark.py --device cpu --size 256 --batch 2 --iters 3
   python tools/benchmark.py --device cuda --size 800x1216 --batch 8 --iters 20 --amp fp16
 
-Input pipelines (--loader; benchmark_loader.py: ImageNet training input, ours against torchvision's
+Input pipelines (--loader; loader_imagenet.py and loader_coco.py: ImageNet training input, ours against torchvision's
 standard ImageFolder + PIL + RandomResizedCrop pipeline, per core with --workers 0):
 
   python tools/benchmark.py --loader imagenet [--data DIR] [--workers N] [--decode cpu|gpu] [--n 500]
   python tools/benchmark.py --loader coco --data DIR [--workers N] [--n 500]
 
-  python tools/benchmark.py --suite gpu            # the GPU acceptance suite (benchmark_suite.py)
+  python tools/benchmark.py --suite gpu            # the GPU acceptance suite (suite.py)
   python tools/benchmark.py --counts --size 192x256 --count-batches 1 8     # host reads and aten ops
-                                                                              (benchmark_counts.py)
+                                                                              (counts.py)
   python tools/benchmark.py --exported output/export/coco_r50.onnx --device cpu --size 800x1216 --batch 1
-      (an exported file against the eager model it came from: benchmark_export.py)
+      (an exported file against the eager model it came from: exported.py)
 """
 from __future__ import annotations
 
@@ -27,19 +27,19 @@ import sys
 
 import torch
 
-from .benchmark_det import format_table, time_models
-from .cli import image_size
+from .detection import format_table, time_models
+from resdet.runs.cli import image_size
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a == "--suite" or a.startswith("--suite=") for a in argv):
-        # the GPU acceptance suite (resdet/runs/benchmark_suite.py) has options of its own
-        from .benchmark_suite import main as suite_main
+        # the GPU acceptance suite (resdet/benchmarks/suite.py) has options of its own
+        from .suite import main as suite_main
 
         return suite_main(argv)
-    if "--cifar" in argv:  # its own options and defaults (batch 128, depth, rounds): benchmark_cifar.py
-        from .benchmark_cifar import main as cifar_main
+    if "--cifar" in argv:  # its own options and defaults (batch 128, depth, rounds): cifar.py
+        from .cifar import main as cifar_main
 
         return cifar_main([a for a in argv if a != "--cifar"])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
                         "tools/benchmark.py --suite gpu --help)")
     p.add_argument("--cifar", action="store_true",
                    help="time the CIFAR training step instead, eager vs compiled / CUDA graph "
-                        "(see `--cifar --help`; resdet/runs/benchmark_cifar.py)")
+                        "(see `--cifar --help`; resdet/benchmarks/cifar.py)")
     p.add_argument("--arch", choices=["maskrcnn", "fasterrcnn", "both"], default="both")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--size", type=image_size, default=(800, 1216), help="N (square) or HxW")
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     if args.exported:
         return _main_exported(args)
     if args.counts:
-        from .benchmark_counts import main_counts
+        from .counts import main_counts
 
         return main_counts(args)
     if args.loader:
@@ -125,14 +125,14 @@ def _loader_main(args) -> int:
         raise SystemExit(f"--n and --rounds must be >= 1 and --workers >= 0; got {args.n}, {args.rounds}, {args.workers}")
     per = "per core" if args.workers == 0 else "in total"
     if args.loader == "coco":
-        from .benchmark_loader_coco import time_coco_loaders  # the detection input (its own module)
+        from .loader_coco import time_coco_loaders  # the detection input (its own module)
 
         r = time_coco_loaders(args.data, args.n, args.workers)
         rows = [dict(kind="coco", workers=args.workers, n=args.n, resdet=r["resdet"], torchvision=r["torchvision"],
                      ratio=r["resdet"] / r["torchvision"], per=per)]
         last = rows[0]
     else:
-        from .benchmark_loader import time_decoders, time_imagenet_loaders
+        from .loader_imagenet import time_decoders, time_imagenet_loaders
 
         if args.decode == "gpu" and not args.device.startswith("cuda"):
             print(f"note: --decode gpu on {args.device}: the device decoder runs on the CPU (a functional check, "
@@ -154,7 +154,7 @@ def _loader_main(args) -> int:
 
 
 def _main_exported(args) -> int:
-    from .benchmark_export import format_rows, time_exported
+    from .exported import format_rows, time_exported
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda was asked for but no GPU is visible; use --device cpu")

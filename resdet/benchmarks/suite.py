@@ -7,7 +7,7 @@
 Every row times ours and a reference on the same inputs in the same run and gives ratio = ours /
 reference (above 1: ours is faster):
 - detection: Faster and Mask R-CNN R50-FPN against torchvision's, same weights, same photographs and
-  targets (benchmark_det.time_models), training and inference images/s and peak memory, batch 8 at
+  targets (detection.time_models), training and inference images/s and peak memory, batch 8 at
   800x1216, at two precisions: TF32 and AMP fp16 on CUDA (fp32 and bf16 on a CPU);
 - resnet50: classification training images/s, batch 256 at 224, bf16, channels_last, one batch of
   photographs kept on the device. Ours is what train_cls runs: the classifier of configs/imagenet_r50.yaml
@@ -17,7 +17,7 @@ reference (above 1: ours is faster):
   train_cls's eager step (Trainer + the on-device pad-crop-flip DeviceBatches) against a bare eager loop
   over the same network (torchvision has no CIFAR ResNet): batches indexed from the same device tensor,
   torchvision.transforms.v2 crop and flip;
-- counts: host reads and kernel launches per step, ours vs torchvision's (resdet/runs/benchmark_counts.py).
+- counts: host reads and kernel launches per step, ours vs torchvision's (resdet/benchmarks/counts.py).
 Writes OUTPUT/benchmark.json (settings, device, every row) and OUTPUT/benchmark.md (the table). Parts
 that would start after --max-minutes are skipped and listed as such.
 """
@@ -39,7 +39,7 @@ from resdet.engine.checkpoint import atomic_write_text
 from resdet.engine.trainer import HookBase, Trainer
 from resdet.utils.env import peak_memory_mib
 
-from .cli import image_size
+from resdet.runs.cli import image_size
 
 __all__ = ["PARTS", "run_suite", "format_markdown", "main"]
 
@@ -65,7 +65,7 @@ def _row(part: str, model: str, mode: str, precision: str, batch: int, size: str
 # detection
 # ---------------------------------------------------------------------------------------------------
 def detection_rows(args, device: torch.device, log: Callable[[str], None]) -> List[Dict[str, Any]]:
-    from resdet.runs.benchmark_det import build_pair, time_models
+    from resdet.benchmarks.detection import build_pair, time_models
 
     h, w = args.det_size
     cuda = device.type == "cuda"
@@ -152,7 +152,7 @@ def resnet50_rows(args, device: torch.device, log: Callable[[str], None]) -> Lis
     from resdet.engine.schedules import build_optimizer
     from resdet.runs.train_cls import ClassificationLoss
 
-    from resdet.runs.bench_photos import photo_batch
+    from resdet.benchmarks.photos import photo_batch
 
     b, s = args.cls_batch, args.cls_size
     cfg = load_config(os.path.join(_CONFIGS, "imagenet_r50.yaml"),
@@ -207,7 +207,7 @@ def cifar_rows(args, device: torch.device, log: Callable[[str], None]) -> List[D
     from resdet.engine.schedules import build_lr_scheduler, build_optimizer
     from resdet.runs.train_cls import ClassificationLoss
 
-    from resdet.runs.bench_photos import photo_batch
+    from resdet.benchmarks.photos import photo_batch
 
     b, n = args.cifar_batch, args.cifar_images
     cfg = load_config(os.path.join(_CONFIGS, "cifar10_resnet20.yaml"),
@@ -262,13 +262,13 @@ def cifar_rows(args, device: torch.device, log: Callable[[str], None]) -> List[D
 
 def _fast_cifar_rows(device, batch: int, iters: int, bare_rate: float, reference: str, log) -> List[Dict[str, Any]]:
     """HOOK for the lead: the "fast step" row (a compiled / CUDA-graph CIFAR step, engineer h13cifar's
-    resdet/runs/benchmark_cifar.py). Its announced interface is `cifar_step_rates(device, depth=20,
+    resdet/benchmarks/cifar.py). Its announced interface is `cifar_step_rates(device, depth=20,
     iters=..., batch=128) -> [{"mode": ..., "it_per_s": ...}, ...]`; every row other than "eager" becomes
     a row here, with its ratio to the same bare loop. Until it is merged this part says it is missing."""
     try:
-        from resdet.runs.benchmark_cifar import cifar_step_rates  # (not in this checkout yet)
+        from resdet.benchmarks.cifar import cifar_step_rates  # (not in this checkout yet)
     except ImportError:
-        log("  cifar fast step: resdet/runs/benchmark_cifar.py is not in this checkout (row left out)")
+        log("  cifar fast step: resdet/benchmarks/cifar.py is not in this checkout (row left out)")
         return []
     rows = []
     for r in cifar_step_rates(str(device), depth=20, iters=iters, batch=batch):
@@ -282,10 +282,10 @@ def _fast_cifar_rows(device, batch: int, iters: int, bare_rate: float, reference
 
 def counts_rows(args, device: torch.device, log: Callable[[str], None]) -> List[Dict[str, Any]]:
     """Host reads (stream syncs on a GPU) and aten ops (kernel launches) per training step and per inference
-    call, ours vs torchvision's, at batch 1 and --det-batch (resdet/runs/benchmark_counts.py: the real
+    call, ours vs torchvision's, at batch 1 and --det-batch (resdet/benchmarks/counts.py: the real
     Trainer step with the optimizer train_det builds, the CUDA NMS branch). Here the ratio is a count
     ratio: below 1, resdet reads and launches less."""
-    from resdet.runs.benchmark_counts import count_rows
+    from resdet.benchmarks.counts import count_rows
 
     h, w = args.det_size
     amp = "fp16" if device.type == "cuda" else ""

@@ -8,12 +8,12 @@ What is timed is the step train_cls runs: ImageClassifier over the 6n+2 CIFAR Re
 SGD (momentum 0.9, weight decay 1e-4), the multi-step schedule, the on-device pad-crop-flip batches
 (resdet/data/folders.py DeviceBatches, per-pixel mean) and the metrics hook (LOG_PERIOD 100), driven
 step by step as Trainer.train drives it. Images are 32x32 crops of real photographs (scikit-image's
-bundled ones, resdet/runs/bench_photos.py). Each mode is set up once (compilation / warm-up and
+bundled ones, resdet/benchmarks/photos.py). Each mode is set up once (compilation / warm-up and
 capture are reported as setup_s), then the modes are timed in turn, `rounds` times, alternating, and
 each mode's median is reported with its ratio to eager's.
 
 `cifar_step_rates(device, depth=20, iters=200, batch=128)` returns the rows (one per mode) for other
-benchmarks (e.g. the GPU suite, resdet/runs/benchmark_suite.py) to include.
+benchmarks (e.g. the GPU suite, resdet/benchmarks/suite.py) to include.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from resdet.engine.schedules import WarmupMultiStepLR, make_optimizer
 from resdet.engine.static_step import StaticStepTrainer
 from resdet.engine.trainer import Trainer
 
-from .train_cls import ClassificationLoss
+from resdet.runs.train_cls import ClassificationLoss
 
 __all__ = ["cifar_step_rates", "cifar_classifier", "photo_cifar_images", "format_cifar_table", "main"]
 
@@ -48,7 +48,7 @@ def photo_cifar_images(n: int = 2048, num_classes: int = 10, seed: int = 0):
     labels (photo index mod num_classes)."""
     import cv2
 
-    from .bench_photos import random_crop_resized, skimage_photos
+    from .photos import random_crop_resized, skimage_photos
 
     rng = np.random.default_rng(seed)
     photos = skimage_photos()

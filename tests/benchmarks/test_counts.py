@@ -1,7 +1,7 @@
 """tools/benchmark.py --counts: host reads and aten ops of ours and torchvision's, with the ratio."""
 import json
 
-from resdet.runs.benchmark import main
+from resdet.benchmarks.main import main
 
 
 def test_counts_table_and_json(tmp_path, capsys):

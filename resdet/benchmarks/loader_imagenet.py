@@ -1,7 +1,7 @@
 """`tools/benchmark.py --loader imagenet`: our ImageNet training input against torchvision's standard one.
 
 Both read the same files (an image folder: class sub-folders of JPEGs, e.g. imagenet/train; without
---data, photographs made by `bench_photos.write_imagenet_style_folder`) and make training batches:
+--data, photographs made by `photos.write_imagenet_style_folder`) and make training batches:
 
 - torchvision: `torchvision.datasets.ImageFolder` (PIL decode) + `RandomResizedCrop(224)` (or the paper's
   scale augmentation: `RandomShortestSize(256..480)` + `RandomCrop(224)`) + `RandomHorizontalFlip()` +
@@ -60,7 +60,7 @@ def imagenet_folder(data_dir: Optional[str], n: int, tmp: str) -> str:
         if not os.path.isdir(data_dir):
             raise SystemExit(f"--data '{data_dir}' is not a folder (expected <dir>/<class>/<image>.jpg)")
         return data_dir
-    from .bench_photos import write_imagenet_style_folder
+    from .photos import write_imagenet_style_folder
 
     return write_imagenet_style_folder(os.path.join(tmp, "imagenet_style"), max(1, min(n, 500)))
 

@@ -11,8 +11,8 @@ import torch
 pytest.importorskip("skimage", reason="benchmark photos need scikit-image (pip install -e '.[bench]')")
 
 from resdet.data.coco import load_coco_json  # noqa: E402
-from resdet.runs.bench_coco import write_coco_style_dataset  # noqa: E402
-from resdet.runs.benchmark_loader_coco import TorchvisionCocoReference, time_coco_loaders  # noqa: E402
+from resdet.benchmarks.coco_data import write_coco_style_dataset  # noqa: E402
+from resdet.benchmarks.loader_coco import TorchvisionCocoReference, time_coco_loaders  # noqa: E402
 
 
 @pytest.fixture(scope="module")

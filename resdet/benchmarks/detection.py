@@ -3,7 +3,7 @@
 Both models are R50-FPN with frozen BN and res3..res5 trainable (torchvision: trainable_layers=3,
 ours: FREEZE_AT 2), torchvision's weights converted into ours; torchvision's internal resize is made
 a no-op (min/max size = the image's sides) so both see identical tensors: crops of real photographs
-(resdet/runs/bench_photos.py) with random boxes and box-shaped masks. Inference keeps every candidate
+(resdet/benchmarks/photos.py) with random boxes and box-shaped masks. Inference keeps every candidate
 (score threshold 0) so both return 100 detections per image and mask pasting is measured.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from resdet.detection.convert import convert_torchvision_detection
 from resdet.detection.rcnn import build_detection_model
 from resdet.utils.env import peak_memory_mib
 
-from resdet.runs.bench_photos import photo_batch
+from resdet.benchmarks.photos import photo_batch
 
 # the presets live in the repository's configs/ (YAML only), beside the package
 _PRESETS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "torchvision"))

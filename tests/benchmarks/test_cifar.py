@@ -1,4 +1,4 @@
-"""tools/benchmark.py --cifar (resdet/runs/benchmark_cifar.py) on the CPU, at toy size. Only the eager mode
+"""tools/benchmark.py --cifar (resdet/benchmarks/cifar.py) on the CPU, at toy size. Only the eager mode
 here: the compiled mode's first compilation costs ~35 CPU-seconds on these cores (measured), and its
 step is checked against eager in tests/engine/test_static_step.py. Times are printed, never asserted."""
 import json
@@ -8,8 +8,8 @@ import torch
 
 pytest.importorskip("skimage", reason="the benchmark's photographs come with scikit-image (pip install -e '.[dev]')")
 
-from resdet.runs.benchmark import main  # noqa: E402
-from resdet.runs.benchmark_cifar import cifar_step_rates, photo_cifar_images  # noqa: E402
+from resdet.benchmarks.main import main  # noqa: E402
+from resdet.benchmarks.cifar import cifar_step_rates, photo_cifar_images  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,5 +1,5 @@
 """`tools/benchmark.py --counts`: host reads and aten ops of one training step and one inference call,
-ours against torchvision's, same weights (benchmark_det.build_pair) and same inputs.
+ours against torchvision's, same weights (detection.build_pair) and same inputs.
 
 On a GPU each host read (`.item()`, `.tolist()`, `nonzero`, a boolean mask, ...) stalls the stream and
 each aten op is about one kernel launch; both are counted on any device by resdet.utils.counting.
@@ -25,7 +25,7 @@ from resdet.engine.schedules import build_lr_scheduler, build_optimizer
 from resdet.engine.trainer import Trainer
 from resdet.utils.counting import OpCounter, count_ops
 
-from .benchmark_det import _PRESETS, build_pair, synthetic_batch
+from .detection import _PRESETS, build_pair, synthetic_batch
 
 __all__ = ["count_training_step", "count_inference", "count_rows", "shrink_heads", "format_counts", "main_counts"]
 

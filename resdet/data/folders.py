@@ -27,10 +27,12 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from .image_decode import to_rgb8
-from .safe_pickle import UnsafePickleError, load_restricted_pickle
+from resdet.utils.errors import UserInputError
+
+from .safe_pickle import PickleDataError, load_restricted_pickle
 
 __all__ = [
-    "MissingDatasetError", "CorruptImageError", "resolve_dataset_root", "dataset_format",
+    "MissingDatasetError", "CorruptImageError", "CifarBatchError", "resolve_dataset_root", "dataset_format",
     "read_image_rgb", "ImageFolderDataset", "load_cifar10_python", "cifar10_class_names", "decode_image_folder",
     "split_holdout", "DeviceBatches", "mean_image", "iterate_in_order",
 ]
@@ -48,6 +50,10 @@ class MissingDatasetError(FileNotFoundError):
 
 class CorruptImageError(RuntimeError):
     """An image file that cannot be decoded; the message names the file."""
+
+
+class CifarBatchError(CorruptImageError, UserInputError):
+    """A CIFAR-10 python batch (or batches.meta) that is not what the format holds; names the file and key."""
 
 
 def resolve_dataset_root(name: str, root: str = "") -> str:
@@ -156,35 +162,93 @@ def load_cifar10_python(root: str, train: bool) -> Tuple[torch.Tensor, torch.Ten
         path = os.path.join(d, name)
         if not os.path.isfile(path):
             raise MissingDatasetError(f"CIFAR-10 batch file '{path}' is missing. " + PREPARE_HINT)
-        try:
-            # Never plain pickle.load: a crafted batch file would run code (see safe_pickle.py).
-            batch = load_restricted_pickle(path)
-            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            lab = np.asarray(batch[b"labels"], dtype=np.int64)
-        except UnsafePickleError:
-            raise  # names the file and the refused global already
-        except Exception as e:
-            raise CorruptImageError(f"Cannot read CIFAR-10 batch '{path}': {type(e).__name__}: {e}") from e
-        if len(data) != len(lab):
-            raise CorruptImageError(f"CIFAR-10 batch '{path}' has {len(data)} images but {len(lab)} labels")
-        images.append(torch.from_numpy(data))
+        # Never plain pickle.load: a crafted batch file would run code (see safe_pickle.py).
+        data, lab = _checked_cifar_batch(_read_cifar_pickle(path), path)
+        images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32)))
         labels.append(torch.from_numpy(lab))
     return torch.cat(images), torch.cat(labels)
 
 
+CIFAR_CLASSES = 10
+CIFAR_ROW = 3 * 32 * 32
+
+
+def _read_cifar_pickle(path: str) -> Any:
+    try:
+        return load_restricted_pickle(path)
+    except PickleDataError:
+        raise  # names the file, and the refused global or what is malformed
+    except OSError as e:
+        raise CifarBatchError(f"Cannot read CIFAR-10 file '{path}': {type(e).__name__}: {e}") from e
+
+
+def _batch_key(batch: dict, key: str, path: str) -> Any:
+    """batch[key] under its bytes name (the official files, read with encoding="bytes") or its str name."""
+    for k in (key.encode(), key):
+        if k in batch:
+            return batch[k]
+    raise CifarBatchError(f"CIFAR-10 file '{path}' has no '{key}' entry (it has {sorted(map(repr, batch))[:8]})")
+
+
+def _checked_cifar_batch(batch: Any, path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(data uint8 [N, 3072], labels int64 [N]) of an unpickled batch, or CifarBatchError naming the file
+    and the key: exactly what the format holds, so nothing else reaches numpy or torch (issue 21)."""
+    if not isinstance(batch, dict):
+        raise CifarBatchError(f"CIFAR-10 batch '{path}' holds a {type(batch).__name__}, expected a dict with "
+                              "'data' and 'labels'")
+    data = _batch_key(batch, "data", path)
+    if not (type(data) is np.ndarray and data.dtype == np.uint8 and data.dtype.names is None
+            and data.ndim == 2 and data.shape[1] == CIFAR_ROW and data.flags.c_contiguous):
+        what = (f"a {data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
+                else f"a {type(data).__name__}")
+        raise CifarBatchError(f"CIFAR-10 batch '{path}': 'data' must be a C-contiguous uint8 array of shape "
+                              f"[N, {CIFAR_ROW}], got {what}")
+    labels = _batch_key(batch, "labels", path)
+    if type(labels) is np.ndarray:
+        ok = labels.ndim == 1 and labels.dtype.kind in "iu"
+    else:
+        ok = isinstance(labels, list) and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                              for v in labels)
+    if not ok:
+        what = (f"a {labels.dtype} array of shape {labels.shape}" if isinstance(labels, np.ndarray)
+                else f"a {type(labels).__name__}")
+        raise CifarBatchError(f"CIFAR-10 batch '{path}': 'labels' must be a list of integers or a 1-D integer "
+                              f"array, got {what}")
+    lab = np.array([int(v) for v in labels] if isinstance(labels, list) else labels, dtype=np.int64)
+    if lab.size and (lab.min() < 0 or lab.max() >= CIFAR_CLASSES):
+        raise CifarBatchError(f"CIFAR-10 batch '{path}': 'labels' must lie in [0, {CIFAR_CLASSES}), got values "
+                              f"{int(lab.min())}..{int(lab.max())}")
+    if len(data) != len(lab):
+        raise CifarBatchError(f"CIFAR-10 batch '{path}' has {len(data)} images but {len(lab)} labels")
+    return data, lab
+
+
 def cifar10_class_names(root: str) -> Optional[List[str]]:
     """The class names in `batches.meta` beside the python batches, or None when there is no such file.
-    Read with the restricted unpickler: a meta file naming any other global raises UnsafePickleError."""
+    Read with the restricted unpickler: a meta file naming any other global raises UnsafePickleError; one
+    whose 'label_names' is not a list of CIFAR_CLASSES strings raises CifarBatchError naming it."""
     meta = os.path.join(_cifar_dir(root) or root, "batches.meta")
     if not os.path.isfile(meta):
         return None
+    content = _read_cifar_pickle(meta)
+    if not isinstance(content, dict):
+        raise CifarBatchError(f"CIFAR-10 class names file '{meta}' holds a {type(content).__name__}, expected a "
+                              "dict with 'label_names'")
+    names = _batch_key(content, "label_names", meta)
+    if not (isinstance(names, list) and len(names) == CIFAR_CLASSES
+            and all(isinstance(n, (bytes, str)) for n in names)):
+        raise CifarBatchError(f"CIFAR-10 class names file '{meta}': 'label_names' must be a list of "
+                              f"{CIFAR_CLASSES} strings, got {_describe(names)}")
     try:
-        names = load_restricted_pickle(meta)[b"label_names"]
-    except UnsafePickleError:
-        raise
-    except Exception as e:
-        raise CorruptImageError(f"Cannot read CIFAR-10 class names from '{meta}': {type(e).__name__}: {e}") from e
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        return [n.decode("utf-8") if isinstance(n, bytes) else n for n in names]
+    except UnicodeDecodeError as e:
+        raise CifarBatchError(f"CIFAR-10 class names file '{meta}': 'label_names' are not UTF-8 text: {e}") from e
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return f"a list of {len(value)} ({', '.join(sorted({type(v).__name__ for v in value})) or 'nothing'})"
+    return f"a {type(value).__name__}"
 
 
 def decode_image_folder(dataset: ImageFolderDataset) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -125,3 +125,70 @@ def test_allowed_globals_are_checked_too(tmp_path):
     _write(path, np.ma.masked_array([1, 2]), 2)
     with pytest.raises(UnsafePickleError):
         load_restricted_pickle(path)
+
+
+# --- issue 21: check what comes out, not only what goes in -------------------------------------------
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from tests.data import cifar_crafted  # noqa: E402
+
+_REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+@pytest.fixture(scope="module")
+def crafted_outcomes(tmp_path_factory):
+    """Every crafted batch loaded in one child process (a segfault there fails these tests, not pytest)."""
+    work = tmp_path_factory.mktemp("crafted")
+    proc = subprocess.run([sys.executable, "-m", "tests.data.cifar_crafted", str(work)], cwd=_REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=_REPO + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    outcomes = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            outcomes[row["case"]] = row
+    last = [line for line in proc.stderr.splitlines() if line.startswith("running ")][-1:]
+    return outcomes, proc.returncode, last
+
+
+@pytest.mark.parametrize("name", [n for n, c in cifar_crafted.cases().items() if c[2] == "refused"])
+def test_a_crafted_batch_is_refused_by_name_without_crashing(crafted_outcomes, name):
+    outcomes, rc, last = crafted_outcomes
+    assert name in outcomes, f"the child died (exit status {rc}) at {last}: {name} never returned"
+    row = outcomes[name]
+    assert row["error"] is not None, f"{name} was accepted: {row}"
+    assert row["user_error"], f"{name}: {row['error']} is not one of the named user errors: {row['message']}"
+    assert row["path"] in row["message"], row["message"]
+
+
+@pytest.mark.parametrize("name", [n for n, c in cifar_crafted.cases().items() if c[2] == "loads"])
+def test_arrays_numpy_writes_from_views_load_as_fresh_c_contiguous_copies(crafted_outcomes, name):
+    outcomes, rc, last = crafted_outcomes
+    assert name in outcomes, f"the child died (exit status {rc}) at {last}"
+    row = outcomes[name]
+    assert row["error"] is None, row["message"]
+    assert row["equal"] and row["writable"] and row["contiguous"], row
+
+
+def test_the_dtype_rewrite_is_refused_before_any_array_exists(tmp_path):
+    """The refusal names the dtype rewrite itself (the BUILD state), whatever the offset."""
+    path = str(tmp_path / "b")
+    with open(path, "wb") as f:
+        f.write(cifar_crafted._batch(cifar_crafted.array_with_dtype(np.dtype("u1"))))
+    assert load_restricted_pickle(path)[b"data"].shape == (2, 3072)   # the same pickle with numpy's own state loads
+    with open(path, "wb") as f:
+        f.write(cifar_crafted._batch(cifar_crafted.array_with_dtype(cifar_crafted.dtype_rewritten_by_build("u1", 16))))
+    with pytest.raises(UnsafePickleError, match=r"numpy.dtype\('u1'\) with the state .*only the state numpy writes"):
+        load_restricted_pickle(path)
+
+
+def test_build_on_an_allowed_function_is_refused(tmp_path):
+    """BUILD sets attributes on whatever it is given; on an allowed global it would change it for the process."""
+    path = str(tmp_path / "b")
+    raw = b"\x80\x02cnumpy._core.multiarray\nscalar\nN}X\x0c\x00\x00\x00__defaults__)s\x86b."  # (None, {...})
+    with open(path, "wb") as f:
+        f.write(raw)
+    with pytest.raises(UnsafePickleError, match="BUILD"):
+        load_restricted_pickle(path)

@@ -14,7 +14,9 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 import torch.nn as nn
 
-__all__ = ["extract_state_dict", "load_backbone_weights", "load_state_dict_checked", "BACKBONE_PREFIXES",
+from resdet.utils.errors import UserInputError
+
+__all__ = ["WeightsFileError", "extract_state_dict", "load_backbone_weights", "load_state_dict_checked", "BACKBONE_PREFIXES",
            "BACKBONE_EXPORT_FORMAT", "save_backbone_weights", "read_weights_file", "backbone_meta"]
 
 # A backbone file that describes itself: {"format": BACKBONE_EXPORT_FORMAT, "meta": {"name", "variant",
@@ -22,6 +24,11 @@ __all__ = ["extract_state_dict", "load_backbone_weights", "load_state_dict_check
 # (backbone_final.pth, --export-backbone); tools/convert_weights.py --backbone writes it for torchvision
 # and timm classifiers; MODEL.BACKBONE.VARIANT/SHORTCUT "auto"/"" follow its meta.
 BACKBONE_EXPORT_FORMAT = "resdet-backbone-v1"
+
+
+class WeightsFileError(UserInputError, ValueError):
+    """Backbone weights that cannot be used (unreadable, not a state dict, another architecture, a name or
+    variant the config does not ask for); the message names the file. A ValueError, as before."""
 
 # Prefixes under which a backbone's weights sit in detection checkpoints: ours, torchvision's
 # (`backbone.body.`), Detectron2's (`backbone.bottom_up.`), and DDP's `module.`.
@@ -34,8 +41,9 @@ def extract_state_dict(obj, source: str = "checkpoint") -> Dict[str, torch.Tenso
         obj = obj["model"]
     elif isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{source}: expected a state dict (names -> tensors), or a checkpoint holding one "
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                               for k, v in obj.items()):
+        raise WeightsFileError(f"{source}: expected a state dict (names -> tensors), or a checkpoint holding one "
                          f"under 'model' or 'state_dict'")
     sd = dict(obj)
     for prefix in BACKBONE_PREFIXES:
@@ -73,7 +81,7 @@ def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], so
 
         parts = [f"{name}: {show(keys)}" for name, keys in
                  (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if keys]
-        raise ValueError(f"{source} does not fit {type(model).__name__} (different architecture or variant?) -- "
+        raise WeightsFileError(f"{source} does not fit {type(model).__name__} (different architecture or variant?) -- "
                          + "; ".join(parts))
     model.load_state_dict(sd, strict=False)
 
@@ -85,7 +93,7 @@ def read_weights_file(path: str, what: str = "Backbone weights") -> Mapping:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated file, not a torch file, pickled objects we refuse to run
-        raise ValueError(f"Could not read {what.lower()} '{path}': {e}") from e
+        raise WeightsFileError(f"Could not read {what.lower()} '{path}': {type(e).__name__}: {str(e)[:600]}") from e
 
 
 def backbone_meta(weights: Mapping) -> Dict[str, str]:
@@ -134,7 +142,7 @@ def load_backbone_weights(model: nn.Module, weights: Union[str, Mapping], expect
             cfg_key = f"MODEL.BACKBONE.{key.upper()}"
             follow = " (or 'auto', the default, to follow the weights)" if key == "variant" else (
                 " (or '', the default, to follow the weights)" if key == "shortcut" else "")
-            raise ValueError(f"{source} holds a '{got}' backbone ({key}), but {cfg_key} is '{expected}': set "
+            raise WeightsFileError(f"{source} holds a '{got}' backbone ({key}), but {cfg_key} is '{expected}': set "
                              f"{cfg_key} {got}{follow}, or give weights of a '{expected}' backbone")
     target = getattr(model, "model", model)  # TimmBackbone wraps the timm module
     load_state_dict_checked(target, extract_state_dict(weights, source), source)

@@ -40,7 +40,7 @@ def load_config_text(text: str, source: str, overrides: Sequence[str] = (), free
     cfg = get_cfg()
     try:
         loaded = CfgNode.load_cfg(text)
-    except (yaml.YAMLError, TypeError, ValueError) as e:
+    except (yaml.YAMLError, TypeError, ValueError, RecursionError) as e:
         raise ConfigError(f"The config stored in {source} is not valid YAML: {e}") from e
     cfg._check_known(loaded, source=f"the config stored in {source}")
     try:

@@ -50,23 +50,22 @@ class CfgNode(_FvCfgNode):
     def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
         if not os.path.isfile(cfg_filename):
             raise ConfigError(f"Config file not found: '{cfg_filename}'")
-        try:
-            loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"Config file '{cfg_filename}' is not valid YAML: {e}") from e
-        except FileNotFoundError as e:  # a `_BASE_` that does not exist
-            raise ConfigError(f"Config file '{cfg_filename}' names a _BASE_ that does not exist: {e}") from e
-        loaded = type(self)(loaded)
+        if allow_unsafe:
+            raise ConfigError("allow_unsafe=True is not supported: configs are read with yaml.safe_load only")
+        loaded = type(self)(read_yaml_with_base(cfg_filename))
         self._check_known(loaded, source=f"config file '{cfg_filename}'")
         try:
             self.merge_from_other_cfg(loaded)
-        except ValueError as e:
+        except ConfigError as e:
             raise ConfigError(f"In config file '{cfg_filename}': {e}") from e
 
     def _check_known(self, other: _FvCfgNode, source: str, prefix: str = "", valid=None) -> None:
         valid = flatten_keys(self) if valid is None else valid
         for k, v in other.items():
             name = f"{prefix}{k}"
+            if not isinstance(k, str):
+                raise ConfigError(f"Key {k!r} in {source} under '{prefix or '(top level)'}' is a "
+                                  f"{type(k).__name__}; config keys are names")
             if k not in self:
                 raise ConfigError(f"Unknown key '{name}' in {source}.{_closest(name, valid)}")
             if isinstance(v, _FvCfgNode):
@@ -101,6 +100,72 @@ class CfgNode(_FvCfgNode):
             raise ConfigError(str(e)) from e
         except KeyError as e:
             raise ConfigError(f"Unknown key {e}") from e
+        except (TypeError, AssertionError) as e:  # fvcore's checks of odd values (e.g. a list as a section)
+            raise ConfigError(f"{type(e).__name__}: {e}") from e
+
+
+BASE_KEY = "_BASE_"
+MAX_BASE_DEPTH = 16
+
+
+def _read_yaml_mapping(filename: str) -> dict:
+    """One YAML file as a dict (an empty file is {}), or ConfigError naming the file."""
+    try:
+        with open(filename, "r", encoding="utf-8") as f:
+            loaded = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"Cannot read config file '{filename}': {e}") from e
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as e:
+        raise ConfigError(f"Config file '{filename}' is not valid YAML: {type(e).__name__}: {e}") from e
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"Config file '{filename}' holds a {type(loaded).__name__}; a config is a mapping of "
+                          "KEY: value")
+    return loaded
+
+
+def _merge_base(a: dict, b: dict, filename: str, prefix: str = "") -> None:
+    """Merge dict `a` (a file) into dict `b` (its bases): sections merge, values replace."""
+    for k, v in a.items():
+        if isinstance(v, dict) and k in b:
+            if not isinstance(b[k], dict):
+                raise ConfigError(f"Config file '{filename}' makes '{prefix}{k}' a section, but its _BASE_ has "
+                                  f"a value there ({b[k]!r})")
+            _merge_base(v, b[k], filename, f"{prefix}{k}.")
+        else:
+            b[k] = v
+
+
+def read_yaml_with_base(filename: str, _chain: Sequence[str] = ()) -> dict:
+    """A YAML config as a dict, with its `_BASE_` files (a path or a list of paths, relative to the file,
+    local files only) merged underneath. Written here instead of fvcore's load_yaml_with_base, which
+    follows `_BASE_` URLs (downloading them), loops forever on a file that is its own base, and fails
+    with TypeError / AttributeError / AssertionError on a file that is not a mapping or a base that is
+    not a path; every such case is a ConfigError naming the file."""
+    here = os.path.realpath(filename)
+    if here in _chain:
+        raise ConfigError(f"Config file '{filename}' is its own _BASE_ (through {' -> '.join(_chain)})")
+    if len(_chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"Config file '{filename}': _BASE_ chain longer than {MAX_BASE_DEPTH} files")
+    cfg = _read_yaml_mapping(filename)
+    if BASE_KEY not in cfg:
+        return cfg
+    bases = cfg.pop(BASE_KEY)
+    bases = [bases] if isinstance(bases, str) else bases
+    if not (isinstance(bases, list) and all(isinstance(b, str) and b for b in bases)):
+        raise ConfigError(f"Config file '{filename}': _BASE_ must be a file name or a list of file names, got "
+                          f"{cfg.get(BASE_KEY, bases)!r}")
+    merged: dict = {}
+    for base in bases:
+        if "://" in base:
+            raise ConfigError(f"Config file '{filename}' names the _BASE_ '{base}': only local files are read")
+        path = os.path.join(os.path.dirname(filename), os.path.expanduser(base))
+        if not os.path.isfile(path):
+            raise ConfigError(f"Config file '{filename}' names a _BASE_ that does not exist: '{path}'")
+        _merge_base(read_yaml_with_base(path, tuple(_chain) + (here,)), merged, path)
+    _merge_base(cfg, merged, filename)
+    return merged
 
 
 def _parse_value(value):
@@ -108,7 +173,7 @@ def _parse_value(value):
         return value
     try:
         return ast.literal_eval(value)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # not a literal: the text itself
         return value
 
 

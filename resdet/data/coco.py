@@ -201,7 +201,7 @@ def load_coco_json(
     try:
         with open(json_file, "r", encoding="utf-8") as f:
             data = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # not UTF-8, nested too deep
         raise CocoFormatError(f"Annotation file '{json_file}' is not valid JSON: {e}") from e
     images, _ = validate_coco_images(data, source=f"'{json_file}'")
     where = image_root_source or (f"dataset '{dataset_name}'" if dataset_name else "")
@@ -209,7 +209,8 @@ def load_coco_json(
     if bad_images:  # left out before the annotations are checked: their sizes are not to be trusted
         data["images"] = [img for img in data["images"] if img["id"] not in bad_images]
         data["annotations"] = [a for a in data["annotations"]
-                               if not (isinstance(a, dict) and a.get("image_id") in bad_images)]
+                               if not (isinstance(a, dict) and isinstance(a.get("image_id"), int)
+                                       and a.get("image_id") in bad_images)]
     report = validate_coco_dict(data, source=f"'{json_file}'")
     if report.filled_area:
         logger.info("%s: computed 'area' for %d annotations that had none", json_file, report.filled_area)
@@ -331,6 +332,8 @@ def _check_image_files(images: Dict[int, dict], image_root: str, json_file: str,
         except ImageFileError as e:
             if folder_note and not os.path.isfile(path):
                 e = ImageFileError(f"{e}; {folder_note}")
+            elif json_file not in str(e):  # the JSON's entry may be what is wrong: name it too
+                e = ImageFileError(f"{e} (image {img_id} of '{json_file}')")
             if not skip_bad_images:
                 raise e
             logger.warning("Skipping image %d (DATALOADER.SKIP_BAD_IMAGES): %s", img_id, e)

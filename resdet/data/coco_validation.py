@@ -323,14 +323,14 @@ def validate_coco_dict(data: Any, source: str = "<dict>", fill_area: bool = True
     report.num_annotations = len(anns)
     for aid, ann in anns.items():
         where = f"annotation {aid}"
-        img = images.get(ann.get("image_id"))
+        img = images.get(ann.get("image_id")) if _is_int(ann.get("image_id")) else None  # a list is unhashable
         if img is None:
             problems.add(f"{where} points at image_id {ann.get('image_id')!r}, which is not in 'images'")
             continue
         where += f" (image {img['id']}, {img['file_name']})"
         if aid <= 0:
             report.nonpositive_ids.append(aid)
-        if ann.get("category_id") not in categories or not _is_int(ann.get("category_id")):
+        if not _is_int(ann.get("category_id")) or ann.get("category_id") not in categories:
             problems.add(f"{where} has category_id {ann.get('category_id')!r}, which is not in 'categories'")
         if "iscrowd" not in ann:
             report.missing_iscrowd.append(aid)

@@ -117,7 +117,9 @@ def decode_rgb(data: bytes, path: str, shrink: int = 0, backend: str = "auto") -
     if decoder_backend(backend) == "simplejpeg" and data[:2] == _JPEG_SOI:
         try:
             h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-            if colorspace in _RGB_DECODABLE:
+            # a header's size is what simplejpeg allocates: beyond PIL's decompression-bomb limit PIL decides
+            # (and names the file) instead of a MemoryError for a 65500 x 65500 header
+            if colorspace in _RGB_DECODABLE and not (Image.MAX_IMAGE_PIXELS and h * w > Image.MAX_IMAGE_PIXELS):
                 f = 1 << shrink
                 # simplejpeg picks the smallest libjpeg scale whose output is at least min_height x
                 # min_width: asking for ceil(side / 2**shrink) gives exactly the 1/2**shrink scale.

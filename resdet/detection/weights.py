@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping
 
+import torch
 from torch import nn
 
 from ..engine.checkpoint import CheckpointError, Checkpointer, load_checkpoint
@@ -27,7 +28,7 @@ def _model_state(data: Mapping[str, Any]) -> Mapping[str, Any]:
 def checkpoint_num_classes(data: Mapping[str, Any]):
     """K of a loaded checkpoint (full or plain state dict), or None when it has no box predictor."""
     weight = _model_state(data).get(CLASS_SCORE_KEY)
-    return None if weight is None or weight.dim() != 2 else int(weight.shape[0]) - 1
+    return None if not isinstance(weight, torch.Tensor) or weight.dim() != 2 else int(weight.shape[0]) - 1
 
 
 def check_num_classes(data: Mapping[str, Any], model: nn.Module, path: str) -> None:

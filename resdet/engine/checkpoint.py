@@ -222,6 +222,10 @@ class Checkpointer:
         """Load only the model weights (from a full checkpoint or a plain state dict); return the file's dict."""
         data = load_checkpoint(path)
         state = data["model"] if isinstance(data.get("model"), dict) else data
+        bad = [k for k, v in state.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+        if bad:  # torch's load_state_dict fails on these with an AttributeError that names no file
+            raise CheckpointError(f"Checkpoint '{path}' has model entries that are not tensors under names, e.g. "
+                                  f"{[repr(k) for k in bad[:3]]}: not a state dict")
         model = unwrap_model(self.model)
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)

@@ -58,7 +58,7 @@ def _read_gt(gt: Union[str, dict]) -> Tuple[dict, str]:
         with open(gt, "r", encoding="utf-8") as f:
             try:
                 return json.load(f), f"'{gt}'"
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # not UTF-8, nested too deep
                 raise CocoFormatError(f"Ground-truth file '{gt}' is not valid JSON: {e}") from e
     return gt, "<ground-truth dict>"
 
@@ -344,7 +344,7 @@ def evaluate_results_file(gt_json: str, results_json: str, iou_types: Optional[S
     with open(results_json, "r", encoding="utf-8") as f:
         try:
             results = json.load(f)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # not UTF-8, nested too deep
             raise CocoFormatError(f"Results file '{results_json}' is not valid JSON: {e}") from e
     asked = iou_types is not None
     types = list(iou_types) if asked else ["bbox", "segm"]

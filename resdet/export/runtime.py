@@ -42,27 +42,46 @@ def _check_file(path: str) -> None:
 
 def read_metadata(path: str) -> Dict[str, Any]:
     """The metadata an exported file carries (ONNX metadata_props, or the .pt2's extra file, or the
-    JSON beside it)."""
+    JSON beside it): a JSON object with string "kind" and "format", or ExportedFileError naming the file.
+    Reading it runs no code from the file: protobuf parsing, zip reading and JSON only."""
     _check_file(path)
-    if path.endswith(".onnx"):
-        import onnx
+    where = path
+    try:
+        if path.endswith(".onnx"):
+            import onnx
 
-        model = onnx.load(path, load_external_data=False)
-        props = {p.key: p.value for p in model.metadata_props}
-        if METADATA_KEY not in props:
-            raise ExportedFileError(f"'{path}' carries no '{METADATA_KEY}' metadata: not written by tools/export.py")
-        return json.loads(props[METADATA_KEY])
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            for name in z.namelist():
-                if name.endswith(f"extra/{METADATA_KEY}.json"):
-                    return json.loads(z.read(name))
-    side = sidecar_path(path)
-    if os.path.isfile(side):
-        with open(side, encoding="utf-8") as f:
-            return json.load(f)
+            model = onnx.load(path, load_external_data=False)
+            props = {p.key: p.value for p in model.metadata_props}
+            if METADATA_KEY not in props:
+                raise ExportedFileError(f"'{path}' carries no '{METADATA_KEY}' metadata: not written by tools/export.py")
+            return _checked_metadata(json.loads(props[METADATA_KEY]), path)
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                for name in z.namelist():
+                    if name.endswith(f"extra/{METADATA_KEY}.json"):
+                        return _checked_metadata(json.loads(z.read(name)), path)
+        side = sidecar_path(path)
+        if os.path.isfile(side):
+            where = side
+            with open(side, encoding="utf-8") as f:
+                return _checked_metadata(json.load(f), side)
+    except ExportedFileError:
+        raise
+    except Exception as e:  # protobuf's DecodeError, zipfile's BadZipFile/zlib errors, JSON and UTF-8 errors, ...
+        raise ExportedFileError(f"Cannot read the resdet metadata of '{where}': {type(e).__name__}: "
+                                f"{str(e)[:300]}") from e
     raise ExportedFileError(f"'{path}' carries no '{METADATA_KEY}' metadata and has no '{side}' beside it: "
                             "not written by tools/export.py")
+
+
+def _checked_metadata(meta: Any, where: str) -> Dict[str, Any]:
+    if not isinstance(meta, dict):
+        raise ExportedFileError(f"The resdet metadata of '{where}' is a {type(meta).__name__}, expected a JSON object")
+    for key in ("kind", "format"):
+        if not isinstance(meta.get(key), str):
+            raise ExportedFileError(f"The resdet metadata of '{where}' has no '{key}' string (got {meta.get(key)!r}): "
+                                    "not written by tools/export.py")
+    return meta
 
 
 def onnx_providers(device: str) -> List[str]:

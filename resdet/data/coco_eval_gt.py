@@ -10,7 +10,8 @@ wrong without a word:
 - annotation id 0 (or below) is read as "unmatched", so perfect detections score AP 0.69-0.87.
 `scorable_ground_truth` validates (resdet/data/coco_validation.py: the same checks and messages as
 training's loader), then repairs what has one meaning (iscrowd missing = 0, polygons of < 3 points
-dropped as training drops them, ids <= 0 renumbered) with a warning that counts and names examples, and
+dropped as training drops them, objects whose box has no area inside the image left out as training
+leaves them out, ids <= 0 renumbered) with a warning that counts and names examples, and
 raises CocoFormatError where a repair would make up numbers (a non-crowd instance with no mask, for
 segm, unless DATASETS.INSTANCES_WITHOUT_MASK is "ignore"). The list is in datasets/README.md.
 """
@@ -23,11 +24,14 @@ from typing import Any, Dict, List, Sequence, Set, Tuple
 from .coco import validation_warnings
 from .coco_validation import CocoFormatError, examples, validate_coco_dict
 
-__all__ = ["scorable_ground_truth", "EVAL_MASK_POLICIES"]
+__all__ = ["scorable_ground_truth", "EVAL_MASK_POLICIES", "LEFT_OUT_KEY"]
 
 logger = logging.getLogger(__name__)
 
 EVAL_MASK_POLICIES = ("error", "ignore")
+# A key of the prepared ground-truth dict (pycocotools ignores it): one sentence per kind of object left
+# out, with the count and why, for the evaluation's printed summary.
+LEFT_OUT_KEY = "resdet_left_out"
 
 # Messages already given in this process: periodic evaluation prepares the same ground truth again and
 # again, and one warning per problem is enough.
@@ -90,6 +94,12 @@ def scorable_ground_truth(data: Any, iou_types: Sequence[str] = ("bbox", "segm")
     for ann in data["annotations"]:  # what training drops, so that pycocotools never reads them as boxes
         if isinstance(ann.get("segmentation"), list):
             ann["segmentation"] = [p for p in ann["segmentation"] if len(p) >= 6]
+    zero_area = _drop_zero_area_boxes(data)
+    if zero_area:
+        note = (f"{len(zero_area)} ground-truth objects left out: their box has no area inside the image, and "
+                f"training leaves them out too (no detection can match them), e.g. ids {examples(zero_area)}")
+        _warn_once(f"{source}: {note}")
+        data[LEFT_OUT_KEY] = [note]
 
     out: Dict[str, dict] = {}
     if "bbox" in iou_types:
@@ -97,6 +107,25 @@ def scorable_ground_truth(data: Any, iou_types: Sequence[str] = ("bbox", "segm")
     if segm:
         out["segm"] = _segm_ground_truth(data, report, source)
     return out
+
+
+def _drop_zero_area_boxes(data: dict) -> List[int]:
+    """Leave out the non-crowd annotations whose box, clipped to the image, has no area: training's rule
+    (resdet/data/coco.py), so that evaluation scores what training learns from (kept, they would count as
+    objects no detection can find: perfect detections scored box AP 0.92 instead of 1). Their ids."""
+    sizes = {img["id"]: (img["width"], img["height"]) for img in data["images"]}
+    kept, dropped = [], []
+    for ann in data["annotations"]:
+        W, H = sizes[ann["image_id"]]
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        no_area = min(x + w, W) <= max(x, 0.0) or min(y + h, H) <= max(y, 0.0)
+        if no_area and ann.get("iscrowd", 0) == 0:
+            dropped.append(ann["id"])
+        else:
+            kept.append(ann)
+    if dropped:
+        data["annotations"] = kept
+    return dropped
 
 
 def _renumber_nonpositive_ids(anns: List[dict], ids: Sequence[int]) -> List[Tuple[int, int]]:

@@ -30,7 +30,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from resdet.data.coco_eval_gt import scorable_ground_truth
+from resdet.data.coco_eval_gt import LEFT_OUT_KEY, scorable_ground_truth
 from resdet.data.coco_validation import CocoFormatError, validate_coco_results
 
 __all__ = [
@@ -298,6 +298,8 @@ def evaluate_coco_results(
         stats["per_category"] = _per_category_ap(coco_eval, coco_gt)
         print(f"Per-category {iou_type} AP:\n" + format_per_category_table(stats["per_category"]))
         _explain_undefined(coco_eval, coco_gt, iou_type, stats)
+        for note in coco_gt.dataset.get(LEFT_OUT_KEY, []):  # what the ground truth lost, as training does
+            print(f"({iou_type}: {note})")
         metrics[iou_type] = stats
     return metrics
 

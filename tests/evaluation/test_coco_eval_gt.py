@@ -201,3 +201,35 @@ def test_more_detections_than_max_dets_are_counted_once(caplog):
     lines = [r.getMessage() for r in caplog.records if "maxDets" in r.getMessage()]
     assert len(lines) == 1
     assert "1 images have more than 100 detections (up to 133; 33 detections in all beyond the limit)" in lines[0]
+
+
+def test_an_object_training_leaves_out_for_its_zero_area_box_is_left_out_of_evaluation_too(tmp_path, caplog, capsys):
+    """Training drops a non-crowd object whose box has no area inside the image (data/coco.py); evaluation
+    kept it, so perfect detections scored box AP 0.92 (issue 21). Now both leave it out, and say so."""
+    gt = _gt()
+    results = _perfect(gt)
+    gt["annotations"].append({"id": 6, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 10], "area": 0.0,
+                              "iscrowd": 0, "segmentation": [[5, 5, 5, 5, 5, 15]]})
+    gt["annotations"].append({"id": 7, "image_id": 2, "category_id": 2, "bbox": [100, 40, 5, 8], "area": 0.0,
+                              "iscrowd": 0, "segmentation": [[100, 40, 100.5, 40, 100.5, 48]]})  # on the border
+    assert _raw_pycocotools(gt, results, "bbox")[0] < 0.95
+    gt_path, res_path = _write(tmp_path, gt, results)
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING):
+        metrics = evaluate_results_file(gt_path, res_path)
+    assert metrics["bbox"]["AP"] == pytest.approx(100.0) and metrics["segm"]["AP"] == pytest.approx(100.0)
+    out = capsys.readouterr().out
+    for iou_type in ("bbox", "segm"):
+        assert (f"({iou_type}: 2 ground-truth objects left out: their box has no area inside the image, and training "
+                "leaves them out too (no detection can match them), e.g. ids [6, 7])") in out
+    assert "2 ground-truth objects left out" in caplog.text
+    # the training loader leaves out the same two
+    from resdet.data.coco import load_coco_json
+
+    for img in gt["images"]:
+        from PIL import Image
+
+        Image.new("RGB", (100, 100)).save(tmp_path / img["file_name"])
+    dicts, meta = load_coco_json(gt_path, str(tmp_path), check_images="none")
+    assert meta.stats["degenerate_boxes"] == 2
+    assert sorted(a["id"] for d in dicts for a in d["annotations"]) == [1, 2, 3, 4, 5]

@@ -344,9 +344,11 @@ def _check_image_files(images: Dict[int, dict], image_root: str, json_file: str,
     return paths, bad
 
 
-def validation_warnings(report: ValidationReport, source: str, for_masks: bool = True) -> List[str]:
+def validation_warnings(report: ValidationReport, source: str, for_masks: bool = True,
+                        for_evaluation: bool = False) -> List[str]:
     """What validation found that is not an error but changes what the model or evaluator sees: one
-    message per kind, with a count and example annotation ids (mask matters only `for_masks`)."""
+    message per kind, with a count and example annotation ids (mask matters only `for_masks`), worded
+    for training or, `for_evaluation`, for scoring."""
     out = []
     if not for_masks:
         return out
@@ -360,9 +362,11 @@ def validation_warnings(report: ValidationReport, source: str, for_masks: bool =
                    f"past the image; their masks are cut at the border, e.g. ids {examples(report.clipped_polygons)}")
     if report.box_mask_mismatch:
         shown = "; ".join(f"id {a}: bbox {b} vs mask {m}" for a, b, m in report.box_mask_mismatch[:3])
+        why = ("bbox evaluation scores detections against the box and segm evaluation against the mask, so "
+               "the two scores measure different regions of these objects" if for_evaluation else
+               "mask targets are cut by boxes, so these teach the wrong mask")
         out.append(f"{source}: {len(report.box_mask_mismatch)} annotations have a bbox (x, y, w, h) that disagrees "
-                   "with the bounding box of their mask by more than 2 px + 10% of the box (mask targets are cut "
-                   f"by boxes, so these teach the wrong mask), e.g. {shown}")
+                   f"with the bounding box of their mask by more than 2 px + 10% of the box ({why}), e.g. {shown}")
     return out
 
 

@@ -71,7 +71,7 @@ def scorable_ground_truth(data: Any, iou_types: Sequence[str] = ("bbox", "segm")
         data = copy.deepcopy(data)
     report = validate_coco_dict(data, source=source)
     segm = "segm" in iou_types
-    for msg in validation_warnings(report, source, for_masks=segm):
+    for msg in validation_warnings(report, source, for_masks=segm, for_evaluation=True):
         _warn_once(msg)
 
     if segm and instances_without_mask == "error" and report.without_mask:

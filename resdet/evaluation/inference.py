@@ -91,8 +91,16 @@ def check_evaluation_datasets(cfg, names: Optional[Sequence[str]] = None) -> Non
 
     from .coco import load_eval_ground_truth
 
+    from resdet.data.coco import ImageFileError
+
     register_from_config(cfg)
     for name in (cfg.DATASETS.TEST if names is None else names):
-        _, meta = get_detection_dataset(name, filter_empty=False, check_images=cfg.DATASETS.CHECK_IMAGES,
-                                        instances_without_mask="keep")
+        try:
+            _, meta = get_detection_dataset(name, filter_empty=False, check_images=cfg.DATASETS.CHECK_IMAGES,
+                                            instances_without_mask="keep")
+        except ImageFileError as e:  # say which data it is: skipping (training's) never applies here
+            skip = (" DATALOADER.SKIP_BAD_IMAGES is for training images only: evaluation never skips an image, "
+                    "so that scores stay comparable; fix the file or take it out of the JSON."
+                    if cfg.DATALOADER.SKIP_BAD_IMAGES else "")
+            raise ImageFileError(f"Evaluation dataset '{name}': {e}.{skip}") from e
         load_eval_ground_truth(meta.json_file, _iou_types(cfg), cfg.DATASETS.INSTANCES_WITHOUT_MASK)

@@ -233,3 +233,37 @@ def test_an_object_training_leaves_out_for_its_zero_area_box_is_left_out_of_eval
     dicts, meta = load_coco_json(gt_path, str(tmp_path), check_images="none")
     assert meta.stats["degenerate_boxes"] == 2
     assert sorted(a["id"] for d in dicts for a in d["annotations"]) == [1, 2, 3, 4, 5]
+
+
+def test_an_unreadable_test_image_is_named_as_evaluation_data_where_skipping_never_applies(tmp_path):
+    """issue 21: with DATALOADER.SKIP_BAD_IMAGES the start-up check named the file but not that it belongs
+    to the evaluation data, which is never skipped."""
+    from resdet.config import load_config
+    from resdet.data.coco import ImageFileError
+    from resdet.evaluation.inference import check_evaluation_datasets
+    from tests.data.coco_fixtures import write_case
+
+    json_path, image_dir, _ = write_case(tmp_path)
+    bad = tmp_path / "images" / "a.jpg"
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated
+    cfg = load_config(None, ["DATASETS.CUSTOM_NAMES", "['case_val']", "DATASETS.CUSTOM_JSONS", f"['{json_path}']",
+                             "DATASETS.CUSTOM_IMAGE_DIRS", f"['{image_dir}']", "DATASETS.TEST", "('case_val',)",
+                             "DATASETS.CHECK_IMAGES", "decode", "DATALOADER.SKIP_BAD_IMAGES", "True",
+                             "DATASETS.INSTANCES_WITHOUT_MASK", "ignore"])
+    with pytest.raises(ImageFileError) as e:
+        check_evaluation_datasets(cfg)
+    msg = str(e.value)
+    assert msg.startswith("Evaluation dataset 'case_val': ") and str(bad) in msg, msg
+    assert "DATALOADER.SKIP_BAD_IMAGES is for training images only: evaluation never skips an image" in msg
+
+
+def test_a_box_that_disagrees_with_its_mask_is_worded_for_evaluation(tmp_path, caplog):
+    gt = _gt()
+    gt["annotations"][0]["bbox"] = [10, 10, 40, 20]  # its mask is the 20 px square at (10, 10)
+    gt_path, res_path = _write(tmp_path, gt, _perfect(gt))
+    with caplog.at_level(logging.WARNING):
+        evaluate_results_file(gt_path, res_path)
+    assert ("1 annotations have a bbox (x, y, w, h) that disagrees with the bounding box of their mask by more than "
+            "2 px + 10% of the box (bbox evaluation scores detections against the box and segm evaluation against "
+            "the mask, so the two scores measure different regions of these objects)") in caplog.text
+    assert "teach the wrong mask" not in caplog.text

@@ -9,9 +9,18 @@ An ExportedDetector pads the images (list of CHW float 0-255 tensors) into one b
 and turns its fixed-shape outputs into the eager model's output dicts (`paste_detections`): boxes
 scaled to `original_sizes`, mask probabilities pasted into the image with resdet's `paste_masks`.
 `DetectionPredictor.from_exported` builds the predictor on it.
+
+Which files may be untrusted: an `.onnx` file is a protobuf graph of standard operators that onnxruntime
+interprets (resdet registers no custom-operator library, so a model cannot load one), and reading its
+metadata parses only protobuf and JSON; an ExportedProgram `.pt2` is JSON plus pickled tensors, and
+`check_pt2_pickles` refuses any archive whose pickles hold more than tensors and plain values before
+`torch.export.load` (which has no safe mode of its own) reads it. Neither runs code from the file. An
+AOTInductor package (format "aoti") is compiled machine code by nature: loading it runs that code, so
+load only packages you made yourself or trust like a program you would run.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -25,7 +34,7 @@ from resdet.utils.errors import UserInputError
 
 from .exporter import METADATA_KEY, sidecar_path
 
-__all__ = ["ExportedFileError", "read_metadata", "load_exported", "ExportedDetector", "ExportedClassifier", "paste_detections",
+__all__ = ["ExportedFileError", "read_metadata", "check_pt2_pickles", "load_exported", "ExportedDetector", "ExportedClassifier", "paste_detections",
            "onnx_providers"]
 
 
@@ -84,6 +93,57 @@ def _checked_metadata(meta: Any, where: str) -> Dict[str, Any]:
     return meta
 
 
+def check_pt2_pickles(path: str) -> None:
+    """Refuse an ExportedProgram archive (.pt2) that `torch.export.load` would run code from.
+
+    torch.export.load has no safe mode (its docstring: "uses pickle under the hood ... never load data
+    from an untrusted source"): it reads pickled weights and constants (`use_pickle` in the payload
+    configs), legacy `.pt` members and the sample inputs with `torch.load(weights_only=False)` (the
+    sample inputs after a weights_only=True attempt fails), custom objects with TorchScript's unpickler
+    and opaque objects with plain `pickle.loads`; the graph itself is JSON. So every member it would
+    unpickle must load with `torch.load(weights_only=True)` here first (tensors and plain values: what
+    tools/export.py writes), and custom or opaque objects are refused: after this check the unpickling
+    inside torch.export.load can only rebuild tensors and plain values. ExportedFileError names the file
+    and the member."""
+    def refuse(member: str, why: str):
+        return ExportedFileError(f"'{path}': its member '{member}' {why}; torch.export.load would unpickle it with "
+                                 "code execution allowed, so it is refused (export the model again with "
+                                 "tools/export.py, or load it with torch.export.load yourself if you trust the file)")
+
+    try:
+        z = zipfile.ZipFile(path)
+    except Exception as e:  # BadZipFile, OSError, ...
+        raise ExportedFileError(f"'{path}' is not a readable .pt2 archive: {type(e).__name__}: {e}") from e
+    with z:
+        names = z.namelist()
+
+        def loads_safely(member: str) -> None:
+            try:
+                torch.load(io.BytesIO(z.read(member)), map_location="cpu", weights_only=True)
+            except Exception as e:
+                raise refuse(member, f"holds more than tensors and plain values ({type(e).__name__}: "
+                                     f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+
+        for member in names:
+            base = member.rsplit("/", 1)[-1]
+            if "data/constants/" in member and base.startswith(("custom_obj_", "opaque_obj_")):
+                raise refuse(member, "is a custom or opaque object (TorchScript / pickle)")
+            if member.endswith(".pt"):
+                loads_safely(member)
+            if base.endswith("_config.json") and ("data/weights/" in member or "data/constants/" in member):
+                try:
+                    config = json.loads(z.read(member))["config"]
+                    pickled = [meta["path_name"] for meta in config.values() if meta.get("use_pickle")]
+                except Exception as e:
+                    raise ExportedFileError(f"'{path}': its payload config '{member}' is not readable: "
+                                            f"{type(e).__name__}: {e}") from e
+                folder = member.rsplit("/", 1)[0]
+                for name in pickled:
+                    if f"{folder}/{name}" not in names:
+                        raise ExportedFileError(f"'{path}': '{member}' names '{name}', which the archive lacks")
+                    loads_safely(f"{folder}/{name}")
+
+
 def onnx_providers(device: str) -> List[str]:
     """onnxruntime's CUDA provider first where the device asks for it and the build has it; the CPU always."""
     import onnxruntime as ort
@@ -122,6 +182,7 @@ class _Backend:
             import torchvision  # noqa: F401  (registers the nms / roi_align ops the program calls)
 
             if self.format == "exported-program":
+                check_pt2_pickles(path)  # torch.export.load itself would unpickle them with code execution allowed
                 self.module = torch.export.load(path).module()
             else:
                 from torch._inductor import aoti_load_package
@@ -260,7 +321,11 @@ class ExportedClassifier:
 
 
 def load_exported(path: str, device: Optional[str] = None, threads: int = 0):
-    """An ExportedDetector or ExportedClassifier for a file written by tools/export.py."""
+    """An ExportedDetector or ExportedClassifier for a file written by tools/export.py.
+
+    `.onnx` and ExportedProgram `.pt2` files load without running code from the file (the .pt2's pickles
+    are checked first: `check_pt2_pickles`). An AOTInductor package is compiled code: loading it runs
+    that code, so give only a trusted file (one you exported, or would run as a program)."""
     metadata = read_metadata(path)
     cls = ExportedDetector if metadata.get("kind") == "detector" else ExportedClassifier
     return cls(path, device, threads, metadata)

@@ -39,9 +39,16 @@ def load_config_text(text: str, source: str, overrides: Sequence[str] = (), free
 
     cfg = get_cfg()
     try:
-        loaded = CfgNode.load_cfg(text)
+        loaded = yaml.safe_load(text)
     except (yaml.YAMLError, TypeError, ValueError, RecursionError) as e:
         raise ConfigError(f"The config stored in {source} is not valid YAML: {e}") from e
+    loaded = {} if loaded is None else loaded  # empty text: the defaults, as fvcore reads it
+    if not isinstance(loaded, dict):  # fvcore's load_cfg fails on a bare string with an AttributeError
+        raise ConfigError(f"The config stored in {source} is a {type(loaded).__name__}, not a mapping of KEY: value")
+    try:
+        loaded = CfgNode(loaded)
+    except (TypeError, ValueError, AssertionError, KeyError) as e:
+        raise ConfigError(f"The config stored in {source} cannot be read: {type(e).__name__}: {e}") from e
     cfg._check_known(loaded, source=f"the config stored in {source}")
     try:
         cfg.merge_from_other_cfg(loaded)

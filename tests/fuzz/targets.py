@@ -327,9 +327,10 @@ class ConfigTarget(Target):
         overrides = [t for t in over.decode("utf-8", "replace").split("\n") if t] if over else []
         path = self._write("config.yaml", text)
         check_call(lambda: load_config(path), [path])
-        if overrides:  # an override's error names the override (the command line), not the file
-            keys = [k for k in overrides[0::2] if k] or ["command line"]
-            check_call(lambda: load_config(path, overrides), [path, "command line", "Overrides"] + keys)
+        # an override's error names the override (the command line, the key), not the file
+        names = [path, "command line", "Overrides"] + [k for k in overrides[0::2] if k]
+        if overrides:
+            check_call(lambda: load_config(path, overrides), names)
 
         def from_text():
             try:
@@ -338,7 +339,7 @@ class ConfigTarget(Target):
                 return  # a checkpoint's config is str already: torch.load gives text
             load_config_text(decoded, source=f"checkpoint '{path}'", overrides=overrides)
 
-        check_call(from_text, [path])
+        check_call(from_text, names)
 
     def seeds(self):
         here = os.path.dirname(os.path.abspath(__file__))

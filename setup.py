@@ -37,7 +37,13 @@ setup(
         # tools/export.py: ONNX through torch.onnx.export(dynamo=True) (onnxscript), run by onnxruntime; the
         # ExportedProgram format needs only torch. In dev so the export tests run in CI.
         "export": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
+        # tests/fuzz: coverage-guided fuzzing of every reader of user files (atheris: libFuzzer for Python;
+        # wheels for Linux x86-64, elsewhere the harnesses fall back to hypothesis alone) and the
+        # structure-aware strategies (hypothesis). In dev so the short fuzz run in the test suite covers
+        # every harness.
+        "fuzz": ["atheris>=2.3; platform_system == 'Linux' and platform_machine == 'x86_64'", "hypothesis>=6.100"],
         "dev": ["pytest>=7", "faster-coco-eval>=1.6", "scikit-image>=0.21", "onnx>=1.16", "onnxscript>=0.3",
-                "onnxruntime>=1.18"],
+                "onnxruntime>=1.18", "atheris>=2.3; platform_system == 'Linux' and platform_machine == 'x86_64'",
+                "hypothesis>=6.100"],
     },
 )

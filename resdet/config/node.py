@@ -122,7 +122,18 @@ def _read_yaml_mapping(filename: str) -> dict:
     if not isinstance(loaded, dict):
         raise ConfigError(f"Config file '{filename}' holds a {type(loaded).__name__}; a config is a mapping of "
                           "KEY: value")
+    _check_key_names(loaded, filename)
     return loaded
+
+
+def _check_key_names(node: dict, filename: str, prefix: str = "") -> None:
+    """Every key of every section a string (fvcore's CfgNode fails on `1:` with a TypeError)."""
+    for k, v in node.items():
+        if not isinstance(k, str):
+            raise ConfigError(f"Config file '{filename}': key {k!r} under '{prefix or '(top level)'}' is a "
+                              f"{type(k).__name__}; config keys are names")
+        if isinstance(v, dict):
+            _check_key_names(v, filename, f"{prefix}{k}.")
 
 
 def _merge_base(a: dict, b: dict, filename: str, prefix: str = "") -> None:

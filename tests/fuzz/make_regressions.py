@@ -67,6 +67,7 @@ def cases():
             "base_a_url.yaml": b"_BASE_: http://127.0.0.1:9/base.yaml\n",   # fvcore would download it
             "base_value_vs_section.yaml": b"_BASE_: base.yaml\nMODEL: 3\n",    # AssertionError (fvcore)
             "int_key.yaml": b"MODEL:\n  1: 2\n",                       # TypeError in fvcore's merge
+            "int_key_nested.yaml": b"MODEL:\n  1:\n    counts: 2\n",    # TypeError building fvcore's CfgNode
             "override_odd.yaml": b"MODEL:\n  DEVICE: cpu\n" + sep + b"SOLVER.BASE_LR\n",
             "override_deep_literal.yaml": b"MODEL:\n  DEVICE: cpu\n" + sep + b"SOLVER.BASE_LR\n" + b"(" * 300 + b"\n",
         },

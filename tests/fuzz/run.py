@@ -120,7 +120,8 @@ def run_target(name: str, seconds: float, work: str, engine: str = "both", repla
     start = time.time()
     deadline = start + (0 if replay_only else seconds)
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               NO_ALBUMENTATIONS_UPDATE="1", PYTHONHASHSEED="0")
+               NO_ALBUMENTATIONS_UPDATE="1", PYTHONHASHSEED="0",
+               HYPOTHESIS_STORAGE_DIRECTORY=os.path.join(work, ".hypothesis"))  # not in the repository
     while True:
         remaining = max(0.0, deadline - time.time())
         if stats["rounds"] and (not keep_going or remaining < 2) and not to_replay:

@@ -151,9 +151,10 @@ def _merge_base(a: dict, b: dict, filename: str, prefix: str = "") -> None:
 def read_yaml_with_base(filename: str, _chain: Sequence[str] = ()) -> dict:
     """A YAML config as a dict, with its `_BASE_` files (a path or a list of paths, relative to the file,
     local files only) merged underneath. Written here instead of fvcore's load_yaml_with_base, which
-    follows `_BASE_` URLs (downloading them), loops forever on a file that is its own base, and fails
-    with TypeError / AttributeError / AssertionError on a file that is not a mapping or a base that is
-    not a path; every such case is a ConfigError naming the file."""
+    hands a `_BASE_` URL to iopath's path manager (a download wherever an HTTP handler is registered
+    with it; none is by default), recurses until RecursionError on a file that is its own base, and
+    fails with TypeError / AttributeError / AssertionError on a file that is not a mapping or a base that
+    is not a path; every such case is a ConfigError naming the file."""
     here = os.path.realpath(filename)
     if here in _chain:
         raise ConfigError(f"Config file '{filename}' is its own _BASE_ (through {' -> '.join(_chain)})")

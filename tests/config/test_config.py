@@ -86,3 +86,52 @@ def test_every_shipped_config_loads():
     assert any(p.endswith("custom_scratch_r18_gn.yaml") for p in paths)
     for path in paths:
         load_config(path)  # every key known, every value of the right type
+
+
+def test_base_chains_are_local_files_and_cycles_are_named(tmp_path):
+    """issue 21: fvcore's loader handed a `_BASE_` URL to iopath (a download wherever an HTTP handler is
+    registered), recursed until RecursionError on a file that is its own base, and failed with TypeError /
+    AttributeError on an empty or non-mapping file. Now: local files only (no connection is made), cycles
+    and non-mappings named."""
+    import socket
+    import threading
+
+    from resdet.config import ConfigError, load_config
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(3)
+    connections = []
+
+    def accept():
+        try:
+            connections.append(server.accept())
+        except OSError:
+            pass
+
+    listener = threading.Thread(target=accept)
+    listener.start()
+    url_cfg = tmp_path / "url.yaml"
+    url_cfg.write_text(f"_BASE_: http://127.0.0.1:{server.getsockname()[1]}/base.yaml\n")
+    try:
+        with pytest.raises(ConfigError, match=r"names the _BASE_ 'http://127.0.0.1:\d+/base.yaml': only local files"):
+            load_config(str(url_cfg))
+    finally:
+        listener.join()
+        server.close()
+    assert not connections, "the config reader connected to the _BASE_ URL"
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("_BASE_: b.yaml\n")
+    b.write_text("_BASE_: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"'.*a.yaml' is its own _BASE_ \(through .*a.yaml -> .*b.yaml\)"):
+        load_config(str(a))
+    for text, expected in (("", None), ("- 1\n", "holds a list"), ("5\n", "holds a int"), ("_BASE_: 3\n", "_BASE_ must be"),
+                           ("MODEL:\n  1: 2\n", "key 1 under 'MODEL.' is a int")):
+        a.write_text(text)
+        if expected is None:
+            assert load_config(str(a)).MODEL.DEVICE == "cuda"   # an empty file is the defaults
+        else:
+            with pytest.raises(ConfigError, match=expected) as e:
+                load_config(str(a))
+            assert str(a) in str(e.value)

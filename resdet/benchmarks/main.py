@@ -61,8 +61,11 @@ def main(argv=None) -> int:
     p.add_argument("--boxes", type=int, default=7, help="ground-truth boxes per training image")
     p.add_argument("--json", help="append one JSON line per measurement to this file")
     p.add_argument("--counts", action="store_true",
-                   help="count host reads and aten ops of a training step and an inference call instead of timing")
+                   help="count the synchronisations (host reads, blocking host-to-device copies, NMS calls) and "
+                        "aten ops of a training step and an inference call instead of timing")
     p.add_argument("--count-batches", type=int, nargs="+", default=[1, 8], help="batch sizes for --counts")
+    p.add_argument("--config", default="", help="with --counts: count our model as this config builds it "
+                   "(e.g. configs/coco_r50.yaml; random weights) instead of the torchvision preset of --arch")
     g = p.add_argument_group("input pipelines (--loader)")
     g.add_argument("--loader", choices=["imagenet", "coco"],
                    help="time a training input pipeline instead of the models (ours / torchvision's)")

@@ -163,13 +163,14 @@ def _per_group_keep(boxes: Tensor, scores: Tensor, sizes: List[int], iou_thresho
 
 
 def _plan(sizes: List[int], max_elements: int) -> List[Tuple[int, List[int]]]:
-    """Pieces of (width K, group ids): each group padded to a power-of-two width, and narrower widths
-    padded further to a wider one while that at most doubles the matrices' elements (fewer pieces: fewer
-    kernels per iteration); at most max_elements (groups x K x K) per piece (one group at least)."""
+    """Pieces of (width K, group ids): each group padded to a width of few distinct values (its size
+    rounded up to a quarter of its power of two: at most 1.25x its size), and narrower widths padded
+    further to a wider one while that at most doubles the matrices' elements (fewer pieces: fewer kernels
+    per iteration); at most max_elements (groups x K x K) per piece (one group at least)."""
     by_width = {}
     for g, c in enumerate(sizes):
         if c:
-            by_width.setdefault(max(_MIN_WIDTH, 1 << math.ceil(math.log2(c))), []).append(g)
+            by_width.setdefault(_width(c), []).append(g)
     merged: List[Tuple[int, List[int]]] = []
     exact = 0  # elements of the current merged width's groups at their own widths
     for k in sorted(by_width, reverse=True):
@@ -186,6 +187,14 @@ def _plan(sizes: List[int], max_elements: int) -> List[Tuple[int, List[int]]]:
         per_piece = max(1, max_elements // (k * k))
         pieces += [(k, ids[i:i + per_piece]) for i in range(0, len(ids), per_piece)]
     return pieces
+
+
+def _width(count: int) -> int:
+    """count rounded up to a multiple of a quarter of the power of two below it (at least _MIN_WIDTH)."""
+    if count <= _MIN_WIDTH:
+        return _MIN_WIDTH
+    step = max(1, (1 << (count.bit_length() - 1)) // 4)
+    return -(-count // step) * step
 
 
 def _batched_keep(boxes: Tensor, scores: Tensor, sizes: List[int], iou_threshold: float,

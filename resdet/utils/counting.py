@@ -29,9 +29,10 @@ Two more kinds of synchronisation are counted apart from the reads:
   h2d_copies  blocking host-to-device copies: on CUDA a copy from host memory without `non_blocking`
               waits for the stream. Seen on a CPU run by what the code asks for: a tensor made from
               host data (Python numbers, lists, numpy arrays) with an explicit `device=` (torch.tensor,
-              torch.as_tensor), or a host tensor (made from host data without a device, or pinned)
-              moved by `.to(...)` / `.cuda()` / `copy_` without non_blocking=True. On a GPU run the
-              copies themselves are seen (CPU source, CUDA destination, blocking).
+              torch.as_tensor), or a host tensor (made from host data without a device, pinned, computed
+              from host tensors only, or marked by `mark_host`) moved by `.to(...)` / `copy_` without
+              non_blocking=True. On a GPU run the copies themselves are seen (CPU source, CUDA
+              destination, blocking).
 `syncs` is their sum with `host_reads`: the budget of resdet/DESIGN.md (at most 8 per training step and
 per inference call, at any batch).
 
@@ -56,6 +57,7 @@ import weakref
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
+import torch.utils._pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = ["OpCounter", "count_ops", "declared_sync", "sync_log", "copy_is_blocking"]
@@ -107,6 +109,23 @@ for _name in ("view", "_unsafe_view", "reshape", "as_strided", "t", "transpose",
 _SKIP_FILES = (os.path.abspath(__file__), os.sep + "torch" + os.sep, os.sep + "contextlib.py", os.sep + "runpy.py")
 
 
+class _TensorSet:
+    """Tensors by identity, held weakly. (A WeakSet compares its members with ==, which for tensors is
+    elementwise: `t in weakset` raises for a tensor of more than one element.)"""
+
+    def __init__(self):
+        self._items: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
+
+    def add(self, t: torch.Tensor) -> None:
+        self._items[id(t)] = t
+
+    def __contains__(self, t) -> bool:
+        return self._items.get(id(t)) is t
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 def _is_bool_index(t) -> bool:
     return isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8)
 
@@ -135,10 +154,10 @@ class OpCounter(TorchDispatchMode):
         self._patched: List[Tuple[object, str, object]] = []
         # host copies already counted (their .tolist()/.numpy()/.item() is no second read), and a flag
         # set while a patched tolist/numpy runs (its own device-to-host copy is that one read)
-        self._host_copies: "weakref.WeakSet[torch.Tensor]" = weakref.WeakSet()
+        self._host_copies = _TensorSet()
         self._in_patched = False
         # tensors that live on the host on any device: made from host data without a device, or pinned
-        self._host_tensors: "weakref.WeakSet[torch.Tensor]" = weakref.WeakSet()
+        self._host_tensors = _TensorSet()
 
     # ------------------------------------------------------------------ results
     @property
@@ -197,8 +216,9 @@ class OpCounter(TorchDispatchMode):
         if func not in _VIEW_OPS:
             self.kernel_ops += 1
         kind = None if self._in_patched else self._read_kind(func, args, kwargs)
-        if kind == "item" and isinstance(args[0], torch.Tensor) and args[0] in self._host_copies:
-            kind = None
+        if (kind == "item" and isinstance(args[0], torch.Tensor)
+                and (args[0] in self._host_copies or args[0] in self._host_tensors)):
+            kind = None  # a value already on the host
         if kind is not None:
             self.record_read(kind)
         elif func.name().startswith("torchvision::nms"):
@@ -210,7 +230,20 @@ class OpCounter(TorchDispatchMode):
         out = func(*args, **kwargs)
         if kind == "to_host" and isinstance(out, torch.Tensor):
             self._host_copies.add(out)
+        if self._host_tensors and func not in _COPY_OPS:
+            # what is computed from host tensors alone stays on the host (e.g. a slice of a pinned batch)
+            inputs = [a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+            if inputs and all(a in self._host_tensors for a in inputs):
+                for o in pytree.tree_leaves(out):
+                    if isinstance(o, torch.Tensor):
+                        self._host_tensors.add(o)
         return out
+
+    def mark_host(self, *tensors: torch.Tensor) -> None:
+        """Say that these tensors live on the host on any device (e.g. a batch a DataLoader made before
+        the block): copying them to the device without non_blocking then counts as a blocking copy."""
+        for t in tensors:
+            self._host_tensors.add(t)
 
     @staticmethod
     def _read_kind(func, args, kwargs) -> Optional[str]:
@@ -247,8 +280,8 @@ class OpCounter(TorchDispatchMode):
             original = getattr(torch.Tensor, name)
 
             def patched(t, *a, __original=original, __kind=name, **k):
-                if counter._in_patched or t in counter._host_copies:
-                    return __original(t, *a, **k)
+                if counter._in_patched or t in counter._host_copies or t in counter._host_tensors:
+                    return __original(t, *a, **k)  # host memory: reading it waits for nothing
                 counter.record_read(__kind)
                 counter._in_patched = True
                 try:

@@ -245,7 +245,7 @@ def run_suite(args, log: Callable[[str], None] = print, argv: Optional[List[str]
 def _argv_from(args) -> List[str]:
     """The suite's options as a command line for the parts (the defaults spelled out)."""
     out = ["--suite", "gpu", "--device", args.device, "--output", args.output, "--archs", *args.archs,
-           "--det-size", f"{args.det_size[0]}x{args.det_size[1]}"]
+           "--det-size", f"{args.det_size[0]}x{args.det_size[1]}", "--det-precisions", args.det_precisions]
     for name in ("det_batch", "boxes", "cls_size", "cls_batch", "cifar_batch", "cifar_images", "iters", "warmup",
                  "rounds", "max_minutes"):
         out += [f"--{name.replace('_', '-')}", str(getattr(args, name))]

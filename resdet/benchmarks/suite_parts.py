@@ -78,6 +78,7 @@ def detection_rows(args, device: torch.device, log: Callable[[str], None], emit:
     cuda = device.type == "cuda"
     # TF32 for the fp32 row (what SOLVER.ALLOW_TF32 gives a run); the AMP row autocasts on top of it
     precisions = [("tf32", ""), ("fp16", "fp16")] if cuda else [("fp32", ""), ("bf16", "bf16")]
+    precisions = {"both": precisions, "fp32": precisions[:1], "amp": precisions[1:]}[getattr(args, "det_precisions", "both")]
     torch.backends.cudnn.benchmark = False  # detection shapes change every step (runs/train_det.py says why)
     rows = []
     for arch in args.archs:
@@ -344,63 +345,38 @@ def counts_rows(args, device: torch.device, log: Callable[[str], None], emit: Ca
 
 
 def nms_rows(args, device: torch.device, log: Callable[[str], None], emit: Callable = None) -> List[Dict[str, Any]]:
-    """The RPN's NMS at --det-batch and --det-size, on the boxes a real training forward sends it (the
-    torchvision preset's Mask R-CNN, default top-k 2000 per level): ours batched (the GPU branch: one
-    declared read, no torchvision call) against one torchvision call per (image, level) group (the CPU
-    branch: one sync each on CUDA) and against torchvision's batched_nms (one call, float32 coordinate
-    offsets: not exact, the speed reference). Which branch CUDA should take by default is this row's
-    question; on a CPU the per-group branch is the default (DESIGN.md, "NMS")."""
-    from torchvision.ops import batched_nms
-
-    import resdet.detection.rpn as rpn_module
+    """Grouped NMS on the boxes the torchvision preset's Mask R-CNN sends it at --det-batch and --det-size
+    (resdet/benchmarks/nms.py): the RPN's call in training (default top-k 2000 per level) and the box
+    head's at inference; ours batched (the GPU default: one declared read, no torchvision call) against
+    one torchvision call per group (the CPU default: one sync per group on CUDA), and against
+    torchvision's batched_nms (a speed reference: one call over groups shifted apart in float32, not
+    exact, or for more than 1,000 boxes on a CPU / 5,000 on CUDA a call per group). Which branch CUDA
+    should take by default is this part's question."""
     from resdet.benchmarks.detection import build_pair, synthetic_batch
-    from resdet.detection.nms import grouped_nms
+    from resdet.benchmarks.nms import capture_nms_inputs, time_nms_branches
 
     emit = emit or (lambda row: None)
     h, w = args.det_size
     b = args.det_batch
     ours, _ = build_pair("maskrcnn", h, w, device=str(device))
     images, targets = synthetic_batch(b, h, w, args.boxes, 91, True, str(device))
-    captured = {}
-    original = rpn_module.grouped_nms
-
-    def capture(boxes, scores, groups, iou_threshold, **kwargs):
-        captured.setdefault("call", (boxes.clone(), scores.clone(), groups.clone(), iou_threshold, kwargs))
-        return original(boxes, scores, groups, iou_threshold, **kwargs)
-
-    rpn_module.grouped_nms = capture
-    try:
-        ours.train()
-        with torch.no_grad():
-            ours(images, targets)
-    finally:
-        rpn_module.grouped_nms = original
-    boxes, scores, groups, thr, kwargs = captured["call"]
+    captured = capture_nms_inputs(ours, images, targets)
     del ours
-    sizes = kwargs["group_sizes"]
-
-    def timed(fn) -> float:
-        fn()  # warm-up
-        times = []
-        for _ in range(max(args.iters, 1)):
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    batched = timed(lambda: grouped_nms(boxes, scores, groups, thr, packed=True, group_sizes=sizes))
-    per_group = timed(lambda: grouped_nms(boxes, scores, groups, thr, packed=False, group_sizes=sizes))
-    tv = timed(lambda: batched_nms(boxes, scores, groups, thr))
-    what = f"NMS: RPN proposals, {len(boxes)} boxes in {len(sizes)} groups"
-    rows = [_row("nms", what, "batched (GPU default)", "fp32", b, f"{h}x{w}", "calls/s", 1 / batched, 1 / per_group,
-                 "ours per group (a torchvision nms per group)"),
-            _row("nms", what, "batched (GPU default)", "fp32", b, f"{h}x{w}", "calls/s", 1 / batched, 1 / tv,
-                 "torchvision batched_nms (one call, float32 offsets: not exact)")]
-    for r in rows:
-        emit(r)
-        log(_line(r))
+    rows = []
+    for site, (boxes, scores, groups, thr, sizes) in captured.items():
+        if out_of_time(args):
+            _skip_rest("nms", f"NMS: {site}", emit)
+            continue
+        t = time_nms_branches(boxes, scores, groups, thr, sizes, iters=args.iters, rounds=args.rounds)
+        what = f"NMS: {'RPN proposals (train)' if site == 'rpn' else 'box head (inference)'}, {len(boxes)} boxes in " \
+               f"{len(sizes)} groups"
+        for ref, name in (("per group", "ours per group (a torchvision nms per group)"),
+                          ("torchvision batched_nms", "torchvision batched_nms (its choice: one call with float32 "
+                                                      "offsets, or a call per group above 1k boxes on a CPU / 5k on CUDA)")):
+            rows.append(_row("nms", what, "batched (GPU default)", "fp32", b, f"{h}x{w}", "calls/s", 1 / t["batched"],
+                             1 / t[ref], name))
+            emit(rows[-1])
+            log(_line(rows[-1]))
     return rows
 
 
@@ -430,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archs", nargs="+", choices=["fasterrcnn", "maskrcnn"], default=["fasterrcnn", "maskrcnn"])
     p.add_argument("--det-size", type=image_size, default=(800, 1216), help="detection input, N or HxW")
     p.add_argument("--det-batch", type=int, default=8)
+    p.add_argument("--det-precisions", choices=["both", "fp32", "amp"], default="both",
+                   help="detection rows: float32 (TF32 on CUDA), AMP (fp16 on CUDA, bf16 on a CPU), or both")
     p.add_argument("--boxes", type=int, default=7, help="ground-truth boxes (and masks) per training image")
     p.add_argument("--cls-size", type=int, default=224)
     p.add_argument("--cls-batch", type=int, default=256)

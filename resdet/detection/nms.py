@@ -139,7 +139,13 @@ def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
         by_group, b, s = None, boxes, scores
     if packed:
         limit = max_boxes_per_call or 16384
-        keep = _batched_keep(b, s, group_sizes, iou_threshold, limit * limit)
+        # a group larger than the matrix budget alone goes to torchvision (its square would not fit)
+        big = {g for g, c in enumerate(group_sizes) if c > limit}
+        keep = _batched_keep(b, s, [0 if g in big else c for g, c in enumerate(group_sizes)], group_sizes,
+                             iou_threshold, limit * limit) if len(big) < sum(1 for c in group_sizes if c) else None
+        if big:
+            alone = _per_group_keep(b, s, group_sizes, iou_threshold, only=big)
+            keep = alone if keep is None else torch.cat((keep, alone))
     else:
         keep = _per_group_keep(b, s, group_sizes, iou_threshold)
     if by_group is not None:
@@ -149,13 +155,15 @@ def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
     return keep[torch.argsort(scores[keep], descending=True, stable=True)]
 
 
-def _per_group_keep(boxes: Tensor, scores: Tensor, sizes: List[int], iou_threshold: float) -> Tensor:
+def _per_group_keep(boxes: Tensor, scores: Tensor, sizes: List[int], iou_threshold: float,
+                    only: Optional[set] = None) -> Tensor:
+    """torchvision's nms on each group (or each group in `only`) of boxes sorted by group."""
     from torchvision.ops import nms
 
     thr, out, lo = nms_threshold(iou_threshold), [], 0
     boxes = boxes.float()
-    for c in sizes:
-        if c:
+    for g, c in enumerate(sizes):
+        if c and (only is None or g in only):
             with declared_sync(boxes.device, "NMS call"):  # on CUDA the call reads its kept count: a sync
                 out.append(lo + nms(boxes[lo:lo + c], scores[lo:lo + c], thr))
         lo += c
@@ -197,12 +205,13 @@ def _width(count: int) -> int:
     return -(-count // step) * step
 
 
-def _batched_keep(boxes: Tensor, scores: Tensor, sizes: List[int], iou_threshold: float,
+def _batched_keep(boxes: Tensor, scores: Tensor, sizes: List[int], all_sizes: List[int], iou_threshold: float,
                   max_elements: int) -> Tensor:
     """Indices (any order) of the boxes greedy NMS keeps in each group, all groups at once (see the
-    module docstring); boxes sorted by group with `sizes` boxes each."""
+    module docstring); boxes sorted by group with `all_sizes` boxes each, of which the groups with a
+    nonzero entry in `sizes` are done here."""
     device, n = boxes.device, boxes.shape[0]
-    starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).tolist()
+    starts = np.concatenate(([0], np.cumsum(all_sizes)[:-1])).tolist()
     # 0/1 matrices multiply exactly in half precision on the GPU (sums of non-negative terms stay > 0)
     mm_dtype = torch.float16 if device.type == "cuda" else torch.float32
     pieces = []

@@ -10,7 +10,8 @@ from torch import Tensor
 
 from resdet.utils.counting import declared_sync
 
-from .box_ops import BoxCoder, box_sizes_ok, clip_boxes, grouped_nms
+from .box_ops import BoxCoder, box_sizes_ok, clip_boxes
+from .nms import grouped_nms
 from .structures import top_k_per_image
 
 __all__ = ["select_detections", "paste_masks", "scale_boxes"]

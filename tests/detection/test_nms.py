@@ -169,3 +169,20 @@ def test_long_chains_of_suppressors_take_more_rounds_and_stay_exact():
     assert kept.tolist() == list(range(0, n, 2))
     assert len(log) == 3  # rounds of 16, 32 and 64 iterations (112 in all, the first total over the
     #                       chain's 100), one read each
+
+
+def test_a_group_too_large_for_the_matrix_budget_goes_to_torchvision_alone():
+    g = torch.Generator().manual_seed(8)
+    boxes, scores = _boxes(300, 60.0, g=g), torch.rand(300, generator=g)
+    groups = torch.cat([torch.zeros(200, dtype=torch.int64), torch.ones(60, dtype=torch.int64),
+                        torch.full((40,), 2)])
+    with count_ops() as c:
+        kept = grouped_nms(boxes, scores, groups, 0.5, packed=True, max_boxes_per_call=100,
+                           group_sizes=[200, 60, 40])
+    assert torch.equal(kept, _reference(boxes, scores, groups, 0.5))
+    assert c.nms_calls == 1  # the group of 200 alone; the others batched
+    with count_ops() as c:
+        alone = grouped_nms(boxes[:200], scores[:200], groups[:200], 0.5, packed=True, max_boxes_per_call=100,
+                            group_sizes=[200])
+    assert torch.equal(alone, _reference(boxes[:200], scores[:200], groups[:200], 0.5))
+    assert c.nms_calls == 1 and c.host_reads == 0

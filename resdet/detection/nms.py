@@ -50,6 +50,8 @@ __all__ = ["grouped_nms", "force_packed_nms", "nms_threshold", "suppression_matr
 # than this are rare in detectors' outputs (RPN boxes of a trained model on photographs: see
 # tests/detection/test_nms.py), and each iteration is one batched matrix-vector product
 NMS_ROUND_ITERATIONS = 16
+# pieces with more suppression-matrix elements than this are iterated on S packed as bits
+_DENSE_ELEMENTS = 1 << 24
 _MIN_WIDTH = 16
 
 # None: batched on CUDA only (see grouped_nms); force_packed_nms() sets it for a block
@@ -73,10 +75,12 @@ def nms_threshold(iou_threshold: float) -> float:
     return float(np.float32(iou_threshold))
 
 
-def suppression_matrix(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
+def suppression_matrix(boxes: Tensor, valid: Tensor, iou_threshold: float, bits: bool = False) -> Tensor:
     """S [G, K, K] bool for boxes [G, K, 4] sorted by decreasing score within each row: S[g, i, j] is True
     when i < j, both are valid and box i suppresses box j, decided with torchvision's float32 arithmetic
     (its CPU kernel's operations in its order; the threshold compared in float32).
+    bits=True (K a multiple of 64): S packed along i, int64 [G, K / 64, K] whose word [g, w, j] holds
+    S[g, 64 w + b, j] in bit b: 8x less memory than bools, never built whole.
 
     Built in blocks of rows, each against the columns from its first row on (the upper triangle), with
     in-place operations (each rounds as the out-of-place one): on a CPU the temporaries then stay in
@@ -87,11 +91,19 @@ def suppression_matrix(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Te
     x1, y1, x2, y2 = (c.contiguous() for c in b.unbind(-1))
     area = (x2 - x1) * (y2 - y1)
     thr = nms_threshold(iou_threshold)
-    out = torch.zeros((g, k, k), dtype=torch.bool, device=b.device)
+    if bits and k % 64:
+        raise ValueError(f"suppression_matrix(bits=True) needs a width that is a multiple of 64; got {k}")
+    out = torch.zeros((g, k // 64, k) if bits else (g, k, k), dtype=torch.int64 if bits else torch.bool,
+                      device=b.device)
     # CUDA: few large blocks (few kernels); CPU: blocks that stay in cache. force_packed_nms() runs the GPU
     # branch as the GPU runs it, blocks included, so that its counts are the GPU's
     budget = (1 << 25) if (b.is_cuda or _PACKED_NMS) else (1 << 20)
     rows = max(1, min(k, budget // max(g * k, 1)))
+    if bits:
+        rows = max(64, rows // 64 * 64)
+        powers = torch.ones(64, dtype=torch.int64, device=b.device).bitwise_left_shift_(
+            torch.arange(64, device=b.device))  # bit 63 is the sign bit: sums of distinct bits stay exact
+        col = torch.arange(k, device=b.device)
     for r0 in range(0, k, rows):
         r1 = min(k, r0 + rows)
         i, j = slice(r0, r1), slice(r0, k)
@@ -101,7 +113,15 @@ def suppression_matrix(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Te
         h = torch.minimum(y2[:, i, None], y2[:, None, j]).sub_(torch.maximum(y1[:, i, None], y1[:, None, j])).clamp_(min=0)
         inter = w.mul_(h)
         union = (area[:, i, None] + area[:, None, j]).sub_(inter)
-        out[:, i, j] = inter.div_(union) > thr
+        if not bits:
+            out[:, i, j] = inter.div_(union) > thr
+            continue
+        block = inter.div_(union) > thr
+        block &= (col[r0:r1, None] < col[None, r0:]) & valid[:, i, None] & valid[:, None, j]
+        words = block.view(g, (r1 - r0) // 64, 64, k - r0).to(torch.int64).mul_(powers[:, None]).sum(2)
+        out[:, r0 // 64:r1 // 64, r0:] = words
+    if bits:
+        return out
     upper = torch.ones((k, k), dtype=torch.bool, device=b.device).triu_(1)
     return out.logical_and_(upper).logical_and_(valid[:, :, None]).logical_and_(valid[:, None, :])
 
@@ -216,6 +236,11 @@ def _batched_keep(boxes: Tensor, scores: Tensor, sizes: List[int], all_sizes: Li
     mm_dtype = torch.float16 if device.type == "cuda" else torch.float32
     pieces = []
     for k, ids in _plan(sizes, max_elements):
+        # small pieces: a dense 0/1 matrix and one bmm per iteration (fewest kernels); large ones: S as
+        # bits (an iteration reads 1/16 of the half-precision bytes, and memory stays small)
+        bits = len(ids) * k * k > _DENSE_ELEMENTS
+        if bits:
+            k = -(-k // 64) * 64
         start = host_tensor([starts[g] for g in ids], device)
         size = host_tensor([sizes[g] for g in ids], device)
         pos = torch.arange(k, device=device)
@@ -225,12 +250,23 @@ def _batched_keep(boxes: Tensor, scores: Tensor, sizes: List[int], all_sizes: Li
         order = torch.argsort(sc, dim=1, descending=True, stable=True)           # ties: by index, as nms
         idx, valid = idx.gather(1, order), valid.gather(1, order)
         padded = torch.cat((boxes.float(), boxes.new_zeros((1, 4), dtype=torch.float32)))[idx]
-        matrix = suppression_matrix(padded, valid, iou_threshold).to(mm_dtype)
-        pieces.append((idx, valid[:, None, :].to(mm_dtype), matrix))
+        if bits:
+            pieces.append((idx, valid, suppression_matrix(padded, valid, iou_threshold, bits=True)))
+        else:
+            matrix = suppression_matrix(padded, valid, iou_threshold).to(mm_dtype)
+            pieces.append((idx, valid[:, None, :].to(mm_dtype), matrix))
+    powers = torch.ones(64, dtype=torch.int64, device=device).bitwise_left_shift_(torch.arange(64, device=device))
+
+    def step(keep: Tensor, valid: Tensor, matrix: Tensor) -> Tensor:
+        if matrix.dtype != torch.int64:
+            # keep [G, 1, K] as 0/1: kept where valid and no kept box suppresses it (three kernels)
+            return torch.bmm(keep, matrix).eq_(0).mul_(valid)
+        # keep [G, K] bool; its bits packed into words like the matrix's rows, ANDed with every column
+        words = keep.view(keep.shape[0], -1, 64).to(torch.int64).mul_(powers).sum(-1)
+        return (matrix & words[:, :, None]).ne_(0).any(1).logical_not_().logical_and_(valid)
 
     def iterate(keeps: List[Tensor]) -> List[Tensor]:
-        # keep [G, 1, K] as 0/1: kept where valid and no kept box suppresses it (three kernels per piece)
-        return [torch.bmm(keep, matrix).eq_(0).mul_(valid) for keep, (_, valid, matrix) in zip(keeps, pieces)]
+        return [step(keep, valid, matrix) for keep, (_, valid, matrix) in zip(keeps, pieces)]
 
     keeps = [valid for _, valid, _ in pieces]
     rounds = NMS_ROUND_ITERATIONS

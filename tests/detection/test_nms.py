@@ -186,3 +186,20 @@ def test_a_group_too_large_for_the_matrix_budget_goes_to_torchvision_alone():
                             group_sizes=[200])
     assert torch.equal(alone, _reference(boxes[:200], scores[:200], groups[:200], 0.5))
     assert c.nms_calls == 1 and c.host_reads == 0
+
+
+def test_large_pieces_iterate_on_bits_and_keep_the_same_boxes(monkeypatch):
+    # pieces above _DENSE_ELEMENTS keep S packed as int64 words (8x less memory than bools); forced here
+    import resdet.detection.nms as nms_module
+
+    monkeypatch.setattr(nms_module, "_DENSE_ELEMENTS", 0)
+    boxes, scores, groups = _coco_scale_groups()
+    assert torch.equal(grouped_nms(boxes, scores, groups, 0.5, packed=True), _reference(boxes, scores, groups, 0.5))
+    boxes, scores, groups, _ = _adversarial_pairs(0.7)
+    assert torch.equal(grouped_nms(boxes, scores, groups, 0.7, packed=True), _reference(boxes, scores, groups, 0.7))
+    n = 100  # the chain of test_long_chains...: widths padded to 64s, bit 63 of a word used
+    x = torch.arange(n, dtype=torch.float32) * 2
+    chain = torch.stack([x, torch.zeros(n), x + 20, torch.full((n,), 10.0)], 1)
+    kept = grouped_nms(chain, torch.linspace(1, 0.01, n), torch.zeros(n, dtype=torch.int64), 0.7, packed=True,
+                       group_sizes=[n])
+    assert kept.tolist() == list(range(0, n, 2))

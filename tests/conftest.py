@@ -49,6 +49,8 @@ def cifar10_jpeg():
 
 
 def pytest_addoption(parser):
+    parser.addoption("--gpu-test-seconds", default=None,
+                     help="time limit of every test in tests/gpu (default: its module's, tests/gpu/conftest.py)")
     parser.addoption("--gpu-device", default="cuda",
                      help="device for the tests in tests/gpu (marker 'gpu'): 'cuda' (default; they skip without a "
                           "GPU), 'cuda:N', or 'cpu' to rehearse them on the CPU")

@@ -1,8 +1,13 @@
-"""`tools/benchmark.py --counts`: host reads and aten ops of one training step and one inference call,
-ours against torchvision's, same weights (detection.build_pair) and same inputs.
+"""`tools/benchmark.py --counts`: the synchronisations and aten ops of one training step and one inference
+call, ours against torchvision's, same weights (detection.build_pair) and same inputs.
 
-On a GPU each host read (`.item()`, `.tolist()`, `nonzero`, a boolean mask, ...) stalls the stream and
-each aten op is about one kernel launch; both are counted on any device by resdet.utils.counting.
+On a GPU three kinds of operation stall the stream, each counted on any device by resdet.utils.counting
+and named apart in the table: host reads (`.item()`, `.tolist()`, `nonzero`, a boolean mask, ...),
+blocking host-to-device copies (a tensor made from host data on the device, a copy from pageable
+memory without non_blocking) and torchvision NMS calls (each reads its kept count); "syncs" is their sum,
+the budget of resdet/DESIGN.md (at most 8 per step and per call, at any batch). Each aten op is about one
+kernel launch. `--config` counts our model as a config builds it (e.g. configs/coco_r50.yaml, random
+weights) against torchvision's model of the same architecture (same inputs, its own random weights).
 The training step is the one train_det runs: `Trainer.run_step` (autocast, backward, the optimizer that
 `engine.build_optimizer` builds from the preset config, the lr schedule, the one read of the losses).
 torchvision's model runs in the same Trainer with SGD on foreach kernels (what it gets on a GPU).
@@ -11,6 +16,7 @@ the counts are the GPU path's. A warm-up step runs first (optimizer state, ancho
 counted one.
 
     python tools/benchmark.py --counts --size 192x256 --count-batches 1 8 --arch maskrcnn
+    python tools/benchmark.py --counts --config configs/coco_r50.yaml --size 800x1216 --count-batches 1
 """
 from __future__ import annotations
 
@@ -20,7 +26,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from resdet.config import load_config
-from resdet.detection.box_ops import force_packed_nms
+from resdet.detection.nms import force_packed_nms
+from resdet.detection.rcnn import build_detection_model
 from resdet.engine.schedules import build_lr_scheduler, build_optimizer
 from resdet.engine.trainer import Trainer
 from resdet.utils.counting import OpCounter, count_ops
@@ -93,18 +100,26 @@ def shrink_heads(ours, tv, pre_nms_topk: int, post_nms_topk: int, rpn_batch: int
 def count_rows(arch: str, height: int, width: int, batches: Sequence[int] = (1, 8), device: str = "cpu",
                amp: str = "", boxes_per_image: int = 7, num_classes: int = 91,
                modes: Sequence[str] = ("infer", "train"), progress=None,
-               shrink: Optional[Dict[str, int]] = None) -> List[Dict[str, object]]:
-    """Rows {arch, mode, batch, model, host_reads, aten_ops, kernel_ops, nms_calls, reads_by_kind}.
-    `shrink`: keyword arguments of `shrink_heads`, applied to both models."""
-    cfg = load_config(os.path.join(_PRESETS, f"{arch}_resnet50_fpn.yaml"),
-                      ["MODEL.ROI_HEADS.NUM_CLASSES", num_classes - 1,
-                       # a tiny lr keeps the random weights sane over the warm-up and counted steps; the
-                       # optimizer's ops do not depend on it
-                       "SOLVER.BASE_LR", 1e-6])
+               shrink: Optional[Dict[str, int]] = None, config: str = "") -> List[Dict[str, object]]:
+    """Rows {arch, mode, batch, model, config, syncs, host_reads, h2d_copies, nms_calls, undeclared, aten_ops,
+    kernel_ops, reads_by_kind}. `shrink`: keyword arguments of `shrink_heads`, applied to both models.
+    `config`: build ours from this config (its own class count, random weights) instead of the torchvision
+    preset of `arch` with torchvision's weights."""
+    preset = os.path.join(_PRESETS, f"{arch}_resnet50_fpn.yaml")
+    # a tiny lr keeps the random weights sane over the warm-up and counted steps; the optimizer's ops do
+    # not depend on it
+    cfg = load_config(config or preset, ([] if config else ["MODEL.ROI_HEADS.NUM_CLASSES", num_classes - 1])
+                      + ["SOLVER.BASE_LR", 1e-6, "MODEL.DEVICE", device]
+                      + (["MODEL.BACKBONE.WEIGHTS", "", "MODEL.WEIGHTS", ""] if config else []))
+    if config:
+        num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1  # the inputs' labels: the config's classes
     rows = []
     with force_packed_nms(True):
         for batch in batches:
             ours, tv = build_pair(arch, height, width, num_classes, device)
+            if config:
+                torch.manual_seed(0)
+                ours = build_detection_model(cfg).to(device)
             if shrink:
                 shrink_heads(ours, tv, **shrink)
             images, targets = synthetic_batch(batch, height, width, boxes_per_image, num_classes,
@@ -119,8 +134,10 @@ def count_rows(arch: str, height: int, width: int, batches: Sequence[int] = (1, 
                     else:
                         c = count_inference(model, inputs[name], amp)
                     row = {"arch": arch, "mode": mode, "batch": batch, "size": f"{height}x{width}", "model": name,
-                           "amp": amp or "fp32", "host_reads": c.host_reads, "aten_ops": c.aten_ops,
-                           "kernel_ops": c.kernel_ops, "nms_calls": c.nms_calls,
+                           "config": os.path.relpath(config or preset) if name == "resdet" else f"torchvision {arch}",
+                           "amp": amp or "fp32", "syncs": c.syncs, "host_reads": c.host_reads,
+                           "h2d_copies": c.h2d_copies, "nms_calls": c.nms_calls, "undeclared": len(c.undeclared),
+                           "aten_ops": c.aten_ops, "kernel_ops": c.kernel_ops,
                            "reads_by_kind": dict(c.reads_by_kind), "summary": c.summary(8)}
                     rows.append(row)
                     if progress:
@@ -129,17 +146,20 @@ def count_rows(arch: str, height: int, width: int, batches: Sequence[int] = (1, 
 
 
 def format_counts(rows: List[Dict[str, object]]) -> str:
-    """One line per (arch, mode, batch): reads, aten ops and NMS calls of both, and ours / torchvision's."""
-    lines = [f"{'arch':<11}{'mode':<7}{'batch':>6}{'size':>10}{'reads ours/tv':>15}{'aten ops ours/tv':>19}"
-             f"{'ratio':>8}{'kernels ours/tv':>18}{'nms ours/tv':>13}"]
+    """One line per (arch, mode, batch): the syncs of both, by kind (host reads, blocking host-to-device
+    copies, NMS calls), aten ops, and ours / torchvision's."""
+    lines = [f"{'arch':<11}{'mode':<7}{'batch':>6}{'size':>10}{'syncs ours/tv':>15}{'reads ours/tv':>15}"
+             f"{'h2d ours/tv':>13}{'nms ours/tv':>13}{'aten ops ours/tv':>19}{'ratio':>8}{'kernels ours/tv':>18}"]
     by = {(r["arch"], r["mode"], r["batch"], r["model"]): r for r in rows}
     for (arch, mode, batch, model), r in by.items():
         t = by.get((arch, mode, batch, "torchvision"))
         if model != "resdet" or t is None:
             continue
-        lines.append(f"{arch:<11}{mode:<7}{batch:>6}{r['size']:>10}{r['host_reads']:>8}/{t['host_reads']:<6}"
+        lines.append(f"{arch:<11}{mode:<7}{batch:>6}{r['size']:>10}{r['syncs']:>8}/{t['syncs']:<6}"
+                     f"{r['host_reads']:>8}/{t['host_reads']:<6}{r['h2d_copies']:>6}/{t['h2d_copies']:<6}"
+                     f"{r['nms_calls']:>6}/{t['nms_calls']:<6}"
                      f"{r['aten_ops']:>11}/{t['aten_ops']:<7}{r['aten_ops'] / max(t['aten_ops'], 1):>7.2f}x"
-                     f"{r['kernel_ops']:>10}/{t['kernel_ops']:<7}{r['nms_calls']:>7}/{t['nms_calls']:<5}")
+                     f"{r['kernel_ops']:>10}/{t['kernel_ops']:<7}")
     return "\n".join(lines)
 
 
@@ -149,20 +169,26 @@ def main_counts(args) -> int:
 
     amp = args.amp if args.amp is not None else ("fp16" if args.device.startswith("cuda") else "")
     h, w = args.size
-    archs = ["fasterrcnn", "maskrcnn"] if args.arch == "both" else [args.arch]
+    config = getattr(args, "config", "") or ""
+    if config:  # the architecture of the config's model; torchvision's of the same one is the reference
+        archs = ["maskrcnn" if load_config(config).MODEL.MASK_ON else "fasterrcnn"]
+    else:
+        archs = ["fasterrcnn", "maskrcnn"] if args.arch == "both" else [args.arch]
     rows = []
     for arch in archs:
-        rows += count_rows(arch, h, w, args.count_batches, args.device, amp, args.boxes,
+        rows += count_rows(arch, h, w, args.count_batches, args.device, amp, args.boxes, config=config,
                            progress=lambda r: print(f"  {r['arch']} {r['mode']} batch {r['batch']} {r['model']}: "
-                                                    f"{r['host_reads']} host reads, {r['aten_ops']} aten ops",
-                                                    flush=True))
+                                                    f"{r['syncs']} syncs ({r['host_reads']} host reads, "
+                                                    f"{r['h2d_copies']} blocking copies, {r['nms_calls']} NMS "
+                                                    f"calls), {r['aten_ops']} aten ops", flush=True))
     if args.json:
         with open(args.json, "a", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps({k: v for k, v in r.items() if k != "summary"}) + "\n")
-    print(f"device: {args.device}, torch {torch.__version__}, amp {amp or 'fp32'}; per training step (forward, "
-          "backward, optimizer and lr step, loss read) and per inference call; ratio = ours / torchvision's aten ops; "
-          "NMS calls apart (each one host sync on CUDA)")
+    print(f"device: {args.device}, torch {torch.__version__}, amp {amp or 'fp32'}"
+          + (f", ours: {config}" if config else "") + "; per training step (forward, backward, optimizer and lr "
+          "step, loss read) and per inference call; syncs = host reads + blocking host-to-device copies (h2d) + "
+          "NMS calls (each one host sync on CUDA); ratio = ours / torchvision's aten ops")
     print(format_counts(rows))
     for r in rows:
         if r["model"] == "resdet":

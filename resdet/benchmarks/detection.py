@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torchvision
@@ -22,14 +22,13 @@ from torchvision.ops import FrozenBatchNorm2d
 from resdet.config import load_config
 from resdet.detection.convert import convert_torchvision_detection
 from resdet.detection.rcnn import build_detection_model
-from resdet.utils.env import peak_memory_mib
 
 from resdet.benchmarks.photos import photo_batch
 
 # the presets live in the repository's configs/ (YAML only), beside the package
 _PRESETS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "torchvision"))
 
-__all__ = ["build_pair", "synthetic_batch", "time_models", "format_table"]
+__all__ = ["build_pair", "synthetic_batch", "time_models", "format_table", "step_peak_gib", "resident_bytes"]
 
 
 def build_pair(arch: str, height: int, width: int, num_classes: int = 91, device: str = "cpu"):
@@ -78,9 +77,35 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def resident_bytes(model, optimizer=None) -> int:
+    """Bytes a model keeps between steps: parameters, buffers and the optimizer's state tensors."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    if optimizer is not None:
+        tensors += [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def step_peak_gib(device, step, own_bytes: int = 0) -> Optional[float]:
+    """Peak memory of one call of `step` on CUDA `device` (GiB; None elsewhere): the most the step added
+    to what was allocated when it started, plus `own_bytes` (the model's resident_bytes). Call it after
+    every model compared has warmed up: their first steps' one-off allocations (cuDNN / cuBLAS workspaces,
+    autotuning) then count for none of them, and another model's weights held meanwhile count for neither."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        step()
+        return None
+    _sync(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    _sync(device)
+    return (torch.cuda.max_memory_allocated(device) - before + own_bytes) / 2**30
+
+
 def _make_steps(model, ims, targets, dtype, dev_type, dets: List[float]):
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-6, momentum=0.9)
+    model._benchmark_optimizer = opt  # its momentum buffers count in the model's peak memory
 
     def train_step():
         with torch.autocast(dev_type, dtype=dtype, enabled=dtype is not None):
@@ -104,8 +129,8 @@ def time_models(arch: str, height: int, width: int, batch: int, iters: int, warm
     """Rows {model, mode, img_per_s, s_per_iter, dets_per_image, peak_mem_gib} for ours and torchvision's.
 
     Times are medians over `iters` steps. The two models alternate iteration by iteration, so a change in
-    machine load (a shared CPU) hits both alike; peak memory is measured in a separate pass per model on
-    CUDA. `pair`: (ours, torchvision's) from build_pair, to time them again (e.g. at another precision).
+    machine load (a shared CPU) hits both alike; peak memory (CUDA) is one more step per model after both
+    have warmed up (step_peak_gib). `pair`: (ours, torchvision's) from build_pair, to time them again (e.g. at another precision).
     """
     if device.startswith("cuda"):
         # "cuda:N": make N the current device too, so that nothing inside either model lands on GPU 0
@@ -131,17 +156,18 @@ def _time_models(arch, height, width, batch, iters, warmup, device, amp, channel
     rows = []
     for mode in ("train", "infer"):
         elapsed = {name: [] for name in models}
-        peak = {}
-        for name, model in models.items():  # warm-up, and the peak memory of one step
+        for name, model in models.items():  # warm-up of both first
             model.train(mode == "train")
-            peak_memory_mib(device)  # reset the device's peak
             for _ in range(max(warmup, 1)):
                 steps[name][mode]()
-            _sync(device)
-            mib = peak_memory_mib(device)
-            peak[name] = mib / 1024 if mib is not None else None
+        peak = {}
+        for name, model in models.items():  # then the peak of one step each, from the same state
+            model.train(mode == "train")
+            own = resident_bytes(model, getattr(model, "_benchmark_optimizer", None))
+            peak[name] = step_peak_gib(device, steps[name][mode], own) if dev_type == "cuda" else None
         for _ in range(iters):
-            for name in models:
+            for name, model in models.items():
+                model.train(mode == "train")
                 torch.manual_seed(0)
                 _sync(device)
                 start = time.perf_counter()

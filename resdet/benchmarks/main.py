@@ -18,6 +18,8 @@ standard ImageFolder + PIL + RandomResizedCrop pipeline, per core with --workers
                                                                               (counts.py)
   python tools/benchmark.py --exported output/export/coco_r50.onnx --device cpu --size 800x1216 --batch 1
       (an exported file against the eager model it came from: exported.py)
+  python tools/benchmark.py --nms --config configs/custom_scratch_r18_gn.yaml --size 288x480 --batch 4 --device cpu
+      (grouped NMS's branches on a model's own boxes: nms.py)
 """
 from __future__ import annotations
 
@@ -61,8 +63,14 @@ def main(argv=None) -> int:
     p.add_argument("--boxes", type=int, default=7, help="ground-truth boxes per training image")
     p.add_argument("--json", help="append one JSON line per measurement to this file")
     p.add_argument("--counts", action="store_true",
-                   help="count host reads and aten ops of a training step and an inference call instead of timing")
+                   help="count the synchronisations (host reads, blocking host-to-device copies, NMS calls) and "
+                        "aten ops of a training step and an inference call instead of timing")
     p.add_argument("--count-batches", type=int, nargs="+", default=[1, 8], help="batch sizes for --counts")
+    p.add_argument("--config", default="", help="with --counts: count our model as this config builds it "
+                   "(e.g. configs/coco_r50.yaml; random weights) instead of the torchvision preset of --arch; "
+                   "with --nms: the model whose NMS inputs are timed")
+    p.add_argument("--nms", action="store_true",
+                   help="time grouped NMS's branches on the boxes a model of --config sends it (resdet/benchmarks/nms.py)")
     g = p.add_argument_group("input pipelines (--loader)")
     g.add_argument("--loader", choices=["imagenet", "coco"],
                    help="time a training input pipeline instead of the models (ours / torchvision's)")
@@ -80,7 +88,7 @@ def main(argv=None) -> int:
     p.add_argument("--exported", default="", help="time this file from tools/export.py (.onnx: onnxruntime, "
                    ".pt2: torch.export) against the eager model it came from, instead of torchvision")
     p.add_argument("--weights", default="", help="with --exported: the eager model's weights (default: the "
-                   "checkpoint the file records)")
+                   "checkpoint the file records); with --nms: the detector's weights (default: random)")
     args = p.parse_args(argv)
     if args.exported:
         return _main_exported(args)
@@ -88,6 +96,10 @@ def main(argv=None) -> int:
         from .counts import main_counts
 
         return main_counts(args)
+    if args.nms:
+        from .nms import main_nms
+
+        return main_nms(args)
     if args.loader:
         return _loader_main(args)
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -19,8 +19,15 @@ position; a flip reverses Rx's rows. Two batched matmuls, no per-image kernels; 
 image are zero, so the padding is never read. Canvases are cut into chunks of at most
 `max_canvas_bytes`, so one huge photo does not blow up a batch.
 
-A file the device decoder still rejects is decoded again on the CPU to name it (CorruptImageError); with
-skip_bad_images it is logged and its slot in the batch takes another image of the same batch.
+Nothing on the way synchronises with the device: the host metadata (which image went where, the boxes)
+is copied from pinned memory without blocking, and no device data is read back. `DeviceInput` runs this
+on a side stream one batch ahead of the training step (device_input.py).
+
+When the device decoder rejects a batch (a file the worker's checks passed but nvJPEG cannot read), the
+batch is split in halves and each half decoded again, down to the files that fail alone (a few batched
+calls, not one per image); each of those is decoded alone on the CPU, which either reads it (its
+full-size decode is resampled like the rest) or names it (CorruptImageError). With skip_bad_images it is
+logged and its slot in the batch takes another image of the same batch.
 """
 from __future__ import annotations
 
@@ -113,8 +120,10 @@ class EncodedBatch:
         return len(self.paths)
 
     def pin_memory(self) -> "EncodedBatch":
-        # DataLoader(pin_memory=True) calls this; the bytes stay pageable (decode_jpeg copies them itself)
-        self.decoded = self.decoded.pin_memory()
+        # DataLoader(pin_memory=True) calls this: what decode_batch copies to the device is pinned, so the
+        # copies need not wait for the stream; the bytes stay pageable (decode_jpeg reads them itself)
+        for name in ("decoded", "boxes", "clamp", "flips"):
+            setattr(self, name, getattr(self, name).pin_memory())
         return self
 
 
@@ -157,13 +166,20 @@ def resample_weights(start: torch.Tensor, length: torch.Tensor, out: int, lo: to
     return w / w.sum(-1, keepdim=True).clamp_(min=1e-12)
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device` without making the host wait: pinned (if it is not already) and copied
+    non-blocking on CUDA (a copy from pageable memory, or a blocking one, synchronises with the stream)."""
+    if device.type == "cuda" and not t.is_pinned():
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def _resample(images: List[torch.Tensor], boxes: torch.Tensor, clamp: torch.Tensor, flips: torch.Tensor,
               size: int) -> torch.Tensor:
-    """uint8 [b, 3, size, size] from decoded uint8 [3, H_i, W_i] images, one canvas and two matmuls."""
-    dev = images[0].device
+    """uint8 [b, 3, size, size] from decoded uint8 [3, H_i, W_i] images, one canvas and two matmuls;
+    boxes, clamp and flips already on the images' device."""
     canvas = _pad_to_canvas(images).float()                                    # [b, 3, Hmax, Wmax]
     hmax, wmax = canvas.shape[-2:]
-    boxes, clamp, flips = boxes.to(dev), clamp.to(dev), flips.to(dev)
     ry = resample_weights(boxes[:, 0], boxes[:, 2], size, clamp[:, 0], clamp[:, 2], hmax)     # [b, S, Hmax]
     rx = resample_weights(boxes[:, 1], boxes[:, 3], size, clamp[:, 1], clamp[:, 3], wmax)     # [b, S, Wmax]
     rx = torch.where(flips[:, None, None], rx.flip(1), rx)        # a flipped crop reads its columns backwards
@@ -221,7 +237,7 @@ def decode_batch(batch: EncodedBatch, labels: torch.Tensor, device: torch.device
     """(uint8 [B, 3, S, S] channels_last on `device`, labels on `device`) for an EncodedBatch.
 
     Which image went where is host metadata the worker wrote (on_cpu, offsets, shapes): nothing here
-    reads device data back."""
+    reads device data back, and host data reaches the device by non-blocking copies from pinned memory."""
     device = torch.device(device)
     b, size = len(batch), batch.size
     on_cpu = batch.on_cpu.tolist()
@@ -229,45 +245,51 @@ def decode_batch(batch: EncodedBatch, labels: torch.Tensor, device: torch.device
     cpu_idx = [i for i in range(b) if on_cpu[i]]
     out = torch.empty((b, 3, size, size), dtype=torch.uint8, device=device, memory_format=torch.channels_last)
     if cpu_idx:
-        out.index_copy_(0, torch.tensor(cpu_idx, device=device), batch.decoded.to(device, non_blocking=True))
+        out.index_copy_(0, _to_device(torch.tensor(cpu_idx), device), _to_device(batch.decoded, device))
     bad: List[int] = []
     if gpu_idx:
         views = [batch.data[batch.offsets[i]:batch.offsets[i + 1]] for i in gpu_idx]
-        try:
-            images: List[Optional[torch.Tensor]] = list(_decode_on_device(views, device))
-        except RuntimeError:
-            images, bad = _decode_one_by_one(batch, gpu_idx, views, device, skip_bad_images)
+        images = _decode_or_split(views, device)
+        images, bad = _decode_rejected_on_cpu(batch, gpu_idx, views, images, device, skip_bad_images)
+        boxes, clamp, flips = (_to_device(t, device) for t in (batch.boxes, batch.clamp, batch.flips))
         keep = [j for j, im in enumerate(images) if im is not None]
         for group in _chunks([tuple(images[j].shape[-2:]) for j in keep], max_canvas_bytes):
             js = [keep[g] for g in group]
-            rows = torch.tensor([gpu_idx[j] for j in js])
-            out.index_copy_(0, rows.to(device), _resample([images[j] for j in js], batch.boxes[rows],
-                                                          batch.clamp[rows], batch.flips[rows], size))
-    labels = labels.to(device, non_blocking=True)
+            rows = _to_device(torch.tensor([gpu_idx[j] for j in js]), device)
+            out.index_copy_(0, rows, _resample([images[j] for j in js], boxes[rows], clamp[rows], flips[rows], size))
+    labels = _to_device(labels, device)
     if bad:  # SKIP_BAD_IMAGES: a bad image's slot takes another image of the batch, label and all
         good = [i for i in range(b) if i not in bad]
         if not good:
             raise CorruptImageError(f"No image of the batch could be decoded (the first: '{batch.paths[bad[0]]}')")
-        dst = torch.tensor(bad, device=device)
-        src = torch.tensor([good[n % len(good)] for n in range(len(bad))], device=device)
+        dst = _to_device(torch.tensor(bad), device)
+        src = _to_device(torch.tensor([good[n % len(good)] for n in range(len(bad))]), device)
         out.index_copy_(0, dst, out.index_select(0, src))
         labels = labels.index_copy(0, dst, labels.index_select(0, src))
     return out, labels
 
 
-def _decode_one_by_one(batch: EncodedBatch, gpu_idx: List[int], views: List[torch.Tensor], device: torch.device,
-                       skip_bad_images: bool) -> Tuple[List[Optional[torch.Tensor]], List[int]]:
-    """After a failed batched decode: each image alone on the device, and the CPU decoder for the ones
-    that still fail, which either reads the file (its full-size decode is then resampled like the rest)
-    or raises the CorruptImageError that names it."""
-    images: List[Optional[torch.Tensor]] = []
+def _decode_or_split(views: List[torch.Tensor], device: torch.device) -> List[Optional[torch.Tensor]]:
+    """The device decoder on all views at once; if it rejects them, on each half again, down to the single
+    files it rejects (None): a bad file costs about 2 log2(B) batched calls, not one call per image."""
+    try:
+        return list(_decode_on_device(views, device))
+    except RuntimeError:
+        if len(views) == 1:
+            return [None]
+    mid = len(views) // 2
+    return _decode_or_split(views[:mid], device) + _decode_or_split(views[mid:], device)
+
+
+def _decode_rejected_on_cpu(batch: EncodedBatch, gpu_idx: List[int], views: List[torch.Tensor],
+                            images: List[Optional[torch.Tensor]], device: torch.device,
+                            skip_bad_images: bool) -> Tuple[List[Optional[torch.Tensor]], List[int]]:
+    """Each file the device decoder rejected, alone on the CPU decoder: read (its full-size decode joins
+    the batch's resampling) or named by CorruptImageError (with skip_bad_images: logged and listed)."""
     bad: List[int] = []
-    for i, v in zip(gpu_idx, views):
-        try:
-            images.append(_decode_on_device([v], device)[0])
+    for j, (i, v) in enumerate(zip(gpu_idx, views)):
+        if images[j] is not None:
             continue
-        except RuntimeError:
-            pass
         try:
             img, _ = decode_rgb(v.numpy().tobytes(), batch.paths[i])
         except CorruptImageError as e:
@@ -275,7 +297,6 @@ def _decode_one_by_one(batch: EncodedBatch, gpu_idx: List[int], views: List[torc
                 raise
             logger.warning("Skipping a bad training image (DATALOADER.SKIP_BAD_IMAGES): %s", e)
             bad.append(i)
-            images.append(None)
             continue
-        images.append(torch.from_numpy(img).permute(2, 0, 1).to(device))
+        images[j] = _to_device(torch.from_numpy(img).permute(2, 0, 1), device)
     return images, bad

@@ -1,19 +1,20 @@
 """Box arithmetic shared by the RPN and the RoI heads: the delta coder, IoU matching and balanced
 sampling, each written for a whole batch at once.
 
-torchvision.ops gives pairwise `box_iou` and NMS; what it lacks is an IoU of *aligned* box sets
+torchvision.ops gives pairwise `box_iou` and NMS (grouped NMS: nms.py); what it lacks is an IoU of *aligned* box sets
 (each proposal against the ground truth of its own image, as a padded [N, G] block), a matcher over
 such blocks, and a sampler that draws for all images in one call. Those are written here.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor
+
+# grouped NMS lives in nms.py; imported here too, where the RPN and the box head have long found it
+from .nms import force_packed_nms, grouped_nms
 
 __all__ = ["BoxCoder", "aligned_iou", "match_boxes", "sample_slots", "sample_balanced", "clip_boxes", "box_sizes_ok",
            "grouped_nms", "force_packed_nms", "BELOW_LOW", "BETWEEN"]
@@ -178,95 +179,3 @@ def clip_boxes(boxes: Tensor, heights: Tensor, widths: Tensor) -> Tensor:
 def box_sizes_ok(boxes: Tensor, min_size: float) -> Tensor:
     """True where both sides are at least `min_size` (torchvision's remove_small_boxes, as a mask)."""
     return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
-
-
-# None: pack on CUDA only (see grouped_nms); force_packed_nms() sets it for a block, e.g. to count or
-# test the GPU path on the CPU.
-_PACKED_NMS: Optional[bool] = None
-
-
-@contextlib.contextmanager
-def force_packed_nms(packed: Optional[bool] = True):
-    """Within the block, grouped_nms packs groups (True), calls NMS per group (False) or decides by
-    device (None), whatever the device. For tests and counts of the GPU branch on a CPU."""
-    global _PACKED_NMS
-    previous, _PACKED_NMS = _PACKED_NMS, packed
-    try:
-        yield
-    finally:
-        _PACKED_NMS = previous
-
-
-def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float,
-                max_boxes_per_call: int = 0, packed: Optional[bool] = None,
-                group_sizes: Optional[Sequence[int]] = None) -> Tensor:
-    """NMS within each group (e.g. image x class), returning kept indices sorted by decreasing score.
-
-    Equal to torchvision's `nms` run on each group alone. Two branches:
-    - per group (default on CPU, where NMS costs n^2 and packing only adds cross-group pairs): one
-      `nms` call per group, in the boxes' own dtype;
-    - packed (default on CUDA, where one call is cheaper than many launches and syncs, each torchvision
-      CUDA NMS call reads its overlap mask to the host): consecutive groups are packed into calls of at
-      most `max_boxes_per_call` boxes (default 20000), each group moved to its own region by an offset.
-      torchvision's batched_nms adds such offsets in float32, where at COCO scale (640 groups of 1334
-      px) they reach 1e6 and the float32 step becomes 1/16 px, so IoUs and kept boxes change. Here the
-      shifted boxes are float64, whose step at 2^31 is 2^-21 px, so the packed call decides every pair
-      as per-group NMS does (tests/detection/test_box_ops.py compares kept indices at COCO scale).
-    `packed=None` takes force_packed_nms()'s setting, else packs on CUDA.
-    `group_sizes`: host counts of boxes already sorted by group (group 0's boxes first, ...); lets the
-    calls be planned without reading the device. Otherwise the sorted group ids are read once.
-    """
-    if boxes.numel() == 0:
-        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    from torchvision.ops import nms
-
-    if packed is None:
-        packed = _PACKED_NMS if _PACKED_NMS is not None else boxes.is_cuda
-    limit = max_boxes_per_call or 20000
-    n = boxes.shape[0]
-    if group_sizes is None:
-        if packed and n <= limit:  # one call: no need to know the groups on the host
-            kept = nms(_offset_by_group(boxes, groups), scores.double(), iou_threshold)
-            return kept[torch.argsort(scores[kept], descending=True, stable=True)]
-        by_group = torch.argsort(groups, stable=True)
-        sorted_groups = groups[by_group]
-        group_sizes = _run_lengths(sorted_groups)  # the one host read
-    else:
-        if sum(group_sizes) != n:
-            raise ValueError(f"grouped_nms: group_sizes add up to {sum(group_sizes)} but there are {n} boxes")
-        by_group = None
-    starts = [0]
-    for c in group_sizes:
-        starts.append(starts[-1] + int(c))
-    if packed:  # consecutive groups packed into calls of at most `limit` boxes (one group may exceed it)
-        calls, lo = [], 0
-        for i in range(1, len(starts)):
-            if starts[i] - lo > limit and starts[i - 1] > lo:
-                calls.append((lo, starts[i - 1]))
-                lo = starts[i - 1]
-        calls.append((lo, n))
-    else:
-        calls = [(a, b) for a, b in zip(starts[:-1], starts[1:]) if b > a]
-    b, s, g = (boxes, scores, groups) if by_group is None else (boxes[by_group], scores[by_group], groups[by_group])
-    if packed:
-        b, s = _offset_by_group(b, g), s.double()
-    kept = torch.cat([lo + nms(b[lo:hi], s[lo:hi], iou_threshold) for lo, hi in calls])
-    if by_group is not None:
-        kept = by_group[kept]
-    return kept[torch.argsort(scores[kept], descending=True, stable=True)]
-
-
-def _offset_by_group(boxes: Tensor, groups: Tensor) -> Tensor:
-    """Boxes in float64, group g moved by g * span along both axes, span a power of two larger than
-    twice the largest coordinate, so no two groups overlap and the shift itself rounds nothing that
-    float32 coordinates above 2^-20 px hold (the offsets stay below 2^31)."""
-    b = boxes.double()
-    span = torch.exp2(torch.ceil(torch.log2(2 * b.abs().max() + 2)))
-    return b + (groups.double() * span)[:, None]
-
-
-def _run_lengths(sorted_values: Tensor) -> List[int]:
-    """Lengths of the runs of equal values in a sorted 1-D tensor, read to the host in one transfer."""
-    values = sorted_values.cpu().numpy()
-    cuts = np.flatnonzero(values[1:] != values[:-1]) + 1
-    return np.diff(np.concatenate(([0], cuts, [len(values)]))).tolist()

@@ -7,6 +7,8 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import Tensor
 
+from resdet.utils.counting import declared_sync
+
 __all__ = ["check_images", "check_targets"]
 
 
@@ -74,7 +76,9 @@ def _check_values(targets: Sequence[Dict[str, Tensor]], num_classes: int) -> Non
     no_area = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
     not_finite = ~torch.isfinite(boxes).all(dim=1)
     bad_label = (labels < 1) | (labels > num_classes)
-    if not bool((no_area | not_finite | bad_label).any()):  # the one read
+    with declared_sync(boxes.device, "input check"):
+        bad = bool((no_area | not_finite | bad_label).any())  # the one read
+    if not bad:
         return
     start = 0
     for i, (t, k) in enumerate(zip(targets, counts)):  # an error: find it and say where (reads are fine now)

@@ -8,7 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .box_ops import BoxCoder, box_sizes_ok, clip_boxes, grouped_nms
+from resdet.utils.counting import declared_sync
+
+from .box_ops import BoxCoder, box_sizes_ok, clip_boxes
+from .nms import grouped_nms
 from .structures import top_k_per_image
 
 __all__ = ["select_detections", "paste_masks", "scale_boxes"]
@@ -36,7 +39,8 @@ def select_detections(class_logits: Tensor, box_deltas: Tensor, proposals: Tenso
     keep = ((scores > score_thresh) & box_sizes_ok(boxes, min_box_size)).reshape(-1)
     groups = (batch_idx[:, None] * num_classes + labels).reshape(-1)
     per_group = torch.zeros(num_images * num_classes, dtype=torch.int64, device=scores.device)
-    per_group = per_group.index_add_(0, groups, keep.to(torch.int64)).tolist()  # the one read
+    with declared_sync(scores.device, "candidates per group"):
+        per_group = per_group.index_add_(0, groups, keep.to(torch.int64)).tolist()  # the one read
     # candidates in (proposal, class) order, then sorted by group: no further read
     cand = torch.argsort(~keep, stable=True)[: sum(per_group)]
     cand = cand[torch.argsort(groups[cand], stable=True)]
@@ -64,7 +68,9 @@ def _axis_weights(lo: Tensor, hi: Tensor, length: int, mask_size: int) -> Tuple[
     pix = torch.arange(length, device=lo.device)
     local = pix[None, :] - lo[:, None]  # [D, L]
     inside = (pix[None, :] >= lo.clamp(min=0)[:, None]) & (pix[None, :] < (hi + 1).clamp(max=length)[:, None])
-    scale = torch.tensor(float(mask_size), dtype=torch.float32, device=lo.device) / size.to(torch.float32)
+    # mask_size / size in float32, as a division (a Python number over a tensor would be a reciprocal and a
+    # multiplication, not bit-equal to torchvision's), with the numerator made on the device: no copy
+    scale = torch.full_like(size, mask_size, dtype=torch.float32) / size.to(torch.float32)
     src = (scale[:, None] * (local.to(torch.float32) + 0.5) - 0.5).clamp(min=0)
     i0 = src.floor().to(torch.int64).clamp(min=0, max=mask_size - 1)
     lam = (src - i0.to(torch.float32)).clamp(0, 1)

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from resdet.utils.counting import declared_sync
+
 from .box_ops import BoxCoder, aligned_iou, match_boxes, sample_slots
 from .poolers import ROIPooler
 from .postprocess import select_detections
@@ -199,7 +201,8 @@ class StandardROIHeads(nn.Module):
             mask_levels = self.mask_pooler.levels(flat_boxes)
             counts.append(self.mask_pooler.count_levels(mask_levels, fg.reshape(-1)))
         # The step's one read of data-dependent sizes: RoIs (and fg RoIs) per pyramid level.
-        counts = torch.cat(counts).tolist()
+        with declared_sync(proposals.device, "RoIs per level"):
+            counts = torch.cat(counts).tolist()
         box_counts, fg_counts = counts[: self.box_pooler.num_levels], counts[self.box_pooler.num_levels:]
         # the valid slots first, in (image, slot) order, then cut: a compaction with no read
         rows = torch.argsort(~ok.reshape(-1), stable=True)[: sum(box_counts)]
@@ -234,7 +237,8 @@ class StandardROIHeads(nn.Module):
         n, p = valid.shape
         flat = proposals.reshape(-1, 4)
         levels = self.box_pooler.levels(flat)
-        counts = self.box_pooler.count_levels(levels, valid.reshape(-1)).tolist()  # read: proposals per level
+        with declared_sync(proposals.device, "proposals per level"):
+            counts = self.box_pooler.count_levels(levels, valid.reshape(-1)).tolist()
         rows = torch.argsort(~valid.reshape(-1), stable=True)[: sum(counts)]
         boxes, img = flat[rows], rows // p
         logits, deltas = self.box_predictor(self.box_head(self.box_pooler(feats, boxes, img, levels[rows], counts)))
@@ -248,7 +252,8 @@ class StandardROIHeads(nn.Module):
             mask_levels = self.mask_pooler.levels(det_boxes.reshape(-1, 4))
             wanted.append(self.mask_pooler.count_levels(mask_levels, flat_valid))
         # read: detections per image (and per level, for the mask pooler)
-        got = torch.cat(wanted).tolist()
+        with declared_sync(proposals.device, "detections per image and level"):
+            got = torch.cat(wanted).tolist()
         per_image = got[:n]
         rows = torch.argsort(~flat_valid, stable=True)[: sum(per_image)]  # the detections, image by image
         result = {"boxes": det_boxes, "scores": scores, "labels": labels, "valid": det_valid,

@@ -1,5 +1,6 @@
 """Region Proposal Network: a shared conv head over the pyramid, anchor matching and sampling for the
-whole batch at once, and per-level top-k + NMS proposal selection (also batched, one NMS call)."""
+whole batch at once, and per-level top-k + NMS proposal selection (also batched: nms.grouped_nms over
+all (image, level) groups, on CUDA one declared read whatever the batch)."""
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -9,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .anchors import AnchorGenerator
-from .box_ops import BoxCoder, aligned_iou, box_sizes_ok, clip_boxes, grouped_nms, match_boxes, sample_slots
+from .box_ops import BoxCoder, aligned_iou, box_sizes_ok, clip_boxes, match_boxes, sample_slots
+from .nms import grouped_nms
 from .structures import GroundTruth, top_k_per_image
 
 __all__ = ["RPNHead", "RPN"]

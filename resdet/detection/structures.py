@@ -37,8 +37,13 @@ def padded_shape(sizes: Sequence[Tuple[int, int]], size_divisibility: int) -> Tu
 
 def host_tensor(values, device) -> Tensor:
     """Host ints (a list, or a list of pairs) as an int64 tensor on `device`, copied without making the
-    host wait for the device (a blocking copy would synchronise with the stream)."""
-    return torch.tensor(values, dtype=torch.int64).to(device, non_blocking=True)
+    host wait for the device: on CUDA from pinned memory with non_blocking (a copy from pageable memory,
+    or a blocking one, synchronises with the stream; the caching host allocator keeps the pinned block
+    until the copy has run)."""
+    t = torch.tensor(values, dtype=torch.int64)
+    if torch.device(device).type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 def sizes_tensor(sizes: Sequence[Tuple[int, int]], device) -> Tensor:

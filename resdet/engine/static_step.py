@@ -216,7 +216,10 @@ class StaticStepTrainer(Trainer):
         static_batch = pytree.tree_unflatten(self._static_leaves, spec)
         self.optimizer.zero_grad(set_to_none=True)  # the gradients are allocated inside the graph's pool
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # "thread_local": only this thread's CUDA calls are checked against the capture. With the default
+        # "global", a DataLoader's pin-memory thread (ImageNet input: a pinned copy per batch) making a
+        # CUDA call during the capture would make it fail (cudaErrorStreamCaptureUnsupported).
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self._outputs = self._static_step(static_batch)
         self._graph = graph
         logger.info("Captured the training step in a CUDA graph at iteration %d", self.iter)

@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..utils.counting import declared_sync
 from ..utils.env import set_rng_state
 from .distributed import first_rank_to_stop, get_rank, get_world_size, unwrap_model
 
@@ -283,7 +284,8 @@ class Trainer:
         scalars = [local]
         if grad_norm is not None:
             scalars.append(grad_norm.detach().float().reshape(1))
-        values = torch.cat(scalars).cpu().tolist()
+        with declared_sync(local.device, "losses"):
+            values = torch.cat(scalars).cpu().tolist()
         if grad_norm is not None:
             grad_norm = values.pop()
         rows = [values[r * len(names):(r + 1) * len(names)] for r in range(world)]

@@ -24,8 +24,23 @@ What counts as a host read (the kind names of `reads_by_kind`):
   bincount    the CUDA kernel reads max() to size its output, so it counts everywhere
   to_host     a copy of a non-CPU tensor to the CPU (`.cpu()`, `.to("cpu")`, `copy_` into a CPU tensor);
               on a CPU-only run these copies do not exist and the tolist/numpy/item that follows counts
-torchvision's NMS reads its overlap mask to the host on CUDA: each call is counted apart, as
-`nms_calls`, not in `host_reads` (the host-read budget of resdet/DESIGN.md is about the other kinds).
+Two more kinds of synchronisation are counted apart from the reads:
+  nms_calls   torchvision's NMS: on CUDA each call reads its count of kept boxes to the host (a sync)
+  h2d_copies  blocking host-to-device copies: on CUDA a copy from host memory without `non_blocking`
+              waits for the stream. Seen on a CPU run by what the code asks for: a tensor made from
+              host data (Python numbers, lists, numpy arrays) with an explicit `device=` (torch.tensor,
+              torch.as_tensor), or a host tensor (made from host data without a device, pinned, computed
+              from host tensors only, or marked by `mark_host`) moved by `.to(...)` / `copy_` without
+              non_blocking=True. On a GPU run the copies themselves are seen (CPU source, CUDA
+              destination, blocking).
+`syncs` is their sum with `host_reads`: the budget of resdet/DESIGN.md (at most 8 per training step and
+per inference call, at any batch).
+
+A synchronisation the budget allows is written inside `declared_sync(device, what)`: on a GPU run under
+`torch.cuda.set_sync_debug_mode("error")` the block lifts the mode, so every other sync raises where it
+happens (tests/gpu/test_host_reads.py), and `sync_log()` lists the declared blocks that ran. The counter
+records which reads and copies happened outside any declared block (`undeclared`): what the GPU's error
+mode would stop at, rehearsed on the CPU.
 
 `aten_ops` counts every op the dispatcher sees below autograd, forward and backward (also views,
 which launch no kernel; `kernel_ops` leaves the view and metadata ops out). Ops called inside another
@@ -37,13 +52,15 @@ import collections
 import contextlib
 import os
 import sys
+import threading
 import weakref
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
+import torch.utils._pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["OpCounter", "count_ops"]
+__all__ = ["OpCounter", "count_ops", "declared_sync", "sync_log", "copy_is_blocking"]
 
 _aten = torch.ops.aten
 
@@ -92,6 +109,23 @@ for _name in ("view", "_unsafe_view", "reshape", "as_strided", "t", "transpose",
 _SKIP_FILES = (os.path.abspath(__file__), os.sep + "torch" + os.sep, os.sep + "contextlib.py", os.sep + "runpy.py")
 
 
+class _TensorSet:
+    """Tensors by identity, held weakly. (A WeakSet compares its members with ==, which for tensors is
+    elementwise: `t in weakset` raises for a tensor of more than one element.)"""
+
+    def __init__(self):
+        self._items: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
+
+    def add(self, t: torch.Tensor) -> None:
+        self._items[id(t)] = t
+
+    def __contains__(self, t) -> bool:
+        return self._items.get(id(t)) is t
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 def _is_bool_index(t) -> bool:
     return isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8)
 
@@ -100,8 +134,10 @@ class OpCounter(TorchDispatchMode):
     """A dispatch mode counting aten ops and host reads; use through `count_ops()`.
 
     Attributes after the block: `aten_ops`, `kernel_ops`, `host_reads`, `reads_by_kind` (kind -> count),
-    `ops_by_name` (op name -> count), `nms_calls`, and `reads` (one (kind, where) per read, `where` the
-    innermost frames outside torch, for `summary()`). `stack_depth` frames are kept per read (0: none).
+    `ops_by_name` (op name -> count), `nms_calls`, `h2d_copies`, `syncs` (reads + copies + NMS calls),
+    `reads` (one (kind, where) per read or blocking copy, `where` the innermost frames outside torch, for
+    `summary()`), and `undeclared` (the (kind, where) of those outside any `declared_sync` block).
+    `stack_depth` frames are kept per read (0: none).
     """
 
     def __init__(self, stack_depth: int = 3):
@@ -110,29 +146,41 @@ class OpCounter(TorchDispatchMode):
         self.aten_ops = 0
         self.kernel_ops = 0
         self.nms_calls = 0
+        self.h2d_copies = 0
+        self.undeclared: List[Tuple[str, Tuple[str, ...]]] = []
         self.ops_by_name: collections.Counter = collections.Counter()
         self.reads_by_kind: collections.Counter = collections.Counter()
         self.reads: List[Tuple[str, Tuple[str, ...]]] = []
         self._patched: List[Tuple[object, str, object]] = []
         # host copies already counted (their .tolist()/.numpy()/.item() is no second read), and a flag
         # set while a patched tolist/numpy runs (its own device-to-host copy is that one read)
-        self._host_copies: "weakref.WeakSet[torch.Tensor]" = weakref.WeakSet()
+        self._host_copies = _TensorSet()
         self._in_patched = False
+        # tensors that live on the host on any device: made from host data without a device, or pinned
+        self._host_tensors = _TensorSet()
 
     # ------------------------------------------------------------------ results
     @property
     def host_reads(self) -> int:
         return sum(self.reads_by_kind.values())
 
+    @property
+    def syncs(self) -> int:
+        """Every synchronisation counted: host reads, blocking host-to-device copies, NMS calls."""
+        return self.host_reads + self.h2d_copies + self.nms_calls
+
     def summary(self, limit: int = 20) -> str:
         """The read sites, most frequent first: `count  kind  file:line (caller ...)`."""
         sites = collections.Counter(self.reads)
-        lines = [f"{self.host_reads} host reads ({dict(self.reads_by_kind)}), {self.nms_calls} NMS calls, "
+        lines = [f"{self.syncs} syncs: {self.host_reads} host reads ({dict(self.reads_by_kind)}), "
+                 f"{self.h2d_copies} blocking host-to-device copies, {self.nms_calls} NMS calls; "
                  f"{self.aten_ops} aten ops ({self.kernel_ops} not views)"]
         for (kind, where), n in sites.most_common(limit):
             lines.append(f"{n:6d}  {kind:<17} {' <- '.join(where) or '?'}")
         if len(sites) > limit:
             lines.append(f"   ... {len(sites) - limit} more sites")
+        for kind, where in self.undeclared[:limit]:
+            lines.append(f"  undeclared {kind:<17} {' <- '.join(where) or '?'}")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ recording
@@ -148,8 +196,18 @@ class OpCounter(TorchDispatchMode):
         return tuple(out)
 
     def record_read(self, kind: str) -> None:
+        where = self._where()
         self.reads_by_kind[kind] += 1
-        self.reads.append((kind, self._where()))
+        self._record(kind, where)
+
+    def record_h2d(self) -> None:
+        self.h2d_copies += 1
+        self._record("h2d_copy", self._where())
+
+    def _record(self, kind: str, where: Tuple[str, ...]) -> None:
+        self.reads.append((kind, where))
+        if not _declared_depth():
+            self.undeclared.append((kind, where))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -158,16 +216,34 @@ class OpCounter(TorchDispatchMode):
         if func not in _VIEW_OPS:
             self.kernel_ops += 1
         kind = None if self._in_patched else self._read_kind(func, args, kwargs)
-        if kind == "item" and isinstance(args[0], torch.Tensor) and args[0] in self._host_copies:
-            kind = None
+        if (kind == "item" and isinstance(args[0], torch.Tensor)
+                and (args[0] in self._host_copies or args[0] in self._host_tensors)):
+            kind = None  # a value already on the host
         if kind is not None:
             self.record_read(kind)
         elif func.name().startswith("torchvision::nms"):
             self.nms_calls += 1
+            if not _declared_depth():
+                self.undeclared.append(("nms", self._where()))
+        elif func in _COPY_OPS and _device_copy_blocks(func, args, kwargs):
+            self.record_h2d()  # a real device: the copy itself is seen
         out = func(*args, **kwargs)
         if kind == "to_host" and isinstance(out, torch.Tensor):
             self._host_copies.add(out)
+        if self._host_tensors and func not in _COPY_OPS:
+            # what is computed from host tensors alone stays on the host (e.g. a slice of a pinned batch)
+            inputs = [a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+            if inputs and all(a in self._host_tensors for a in inputs):
+                for o in pytree.tree_leaves(out):
+                    if isinstance(o, torch.Tensor):
+                        self._host_tensors.add(o)
         return out
+
+    def mark_host(self, *tensors: torch.Tensor) -> None:
+        """Say that these tensors live on the host on any device (e.g. a batch a DataLoader made before
+        the block): copying them to the device without non_blocking then counts as a blocking copy."""
+        for t in tensors:
+            self._host_tensors.add(t)
 
     @staticmethod
     def _read_kind(func, args, kwargs) -> Optional[str]:
@@ -199,12 +275,13 @@ class OpCounter(TorchDispatchMode):
     # ------------------------------------------------------------------ enter / exit
     def __enter__(self):
         counter = self
+        self._patch_copies()
         for name in ("tolist", "numpy"):
             original = getattr(torch.Tensor, name)
 
             def patched(t, *a, __original=original, __kind=name, **k):
-                if counter._in_patched or t in counter._host_copies:
-                    return __original(t, *a, **k)
+                if counter._in_patched or t in counter._host_copies or t in counter._host_tensors:
+                    return __original(t, *a, **k)  # host memory: reading it waits for nothing
                 counter.record_read(__kind)
                 counter._in_patched = True
                 try:
@@ -216,6 +293,67 @@ class OpCounter(TorchDispatchMode):
             setattr(torch.Tensor, name, patched)
         return super().__enter__()
 
+    def _patch_copies(self) -> None:
+        """Patch the Python entry points of host-to-device copies (see the module docstring): on a CPU
+        run no copy happens, so what the code asks for is what is counted."""
+        counter = self
+
+        def made_from_host(original):
+            def patched(data, *a, **k):
+                device = k.get("device")
+                if isinstance(data, torch.Tensor):  # as_tensor of a tensor: a move, like .to(device)
+                    if (device is not None and data in counter._host_tensors
+                            and torch.device(device).type == "cpu"):
+                        counter.record_h2d()
+                    return original(data, *a, **k)
+                out = original(data, *a, **k)
+                if device is None:
+                    counter._host_tensors.add(out)
+                elif not counter._in_patched:
+                    counter.record_h2d()  # built on the host, then copied to `device` and waited for
+                return out
+            return patched
+
+        def from_numpy(original):
+            def patched(array):
+                out = original(array)
+                counter._host_tensors.add(out)
+                return out
+            return patched
+
+        def to(original):
+            def patched(t, *a, **k):
+                device, _, non_blocking, _ = torch._C._nn._parse_to(*a, **k)
+                out = original(t, *a, **k)
+                if (device is not None and device.type == "cpu" and not non_blocking and t.device.type == "cpu"
+                        and t in counter._host_tensors):
+                    counter.record_h2d()  # on a GPU this is a blocking copy from host memory
+                return out
+            return patched
+
+        def copy_(original):
+            def patched(dst, src, non_blocking=False):
+                if (isinstance(src, torch.Tensor) and not non_blocking and src.device.type == "cpu"
+                        and dst.device.type == "cpu" and src in counter._host_tensors
+                        and dst not in counter._host_tensors):
+                    counter.record_h2d()
+                return original(dst, src, non_blocking)
+            return patched
+
+        def pin_memory(original):
+            def patched(t, *a, **k):
+                out = original(t, *a, **k)
+                counter._host_tensors.add(out)
+                return out
+            return patched
+
+        for owner, name, wrap in ((torch, "tensor", made_from_host), (torch, "as_tensor", made_from_host),
+                                  (torch, "from_numpy", from_numpy), (torch.Tensor, "to", to),
+                                  (torch.Tensor, "copy_", copy_), (torch.Tensor, "pin_memory", pin_memory)):
+            original = getattr(owner, name)
+            self._patched.append((owner, name, original))
+            setattr(owner, name, wrap(original))
+
     def __exit__(self, *exc):
         try:
             return super().__exit__(*exc)
@@ -223,6 +361,68 @@ class OpCounter(TorchDispatchMode):
             for owner, name, original in reversed(self._patched):
                 setattr(owner, name, original)
             self._patched.clear()
+
+
+def copy_is_blocking(src_device: str, dst_device: str, non_blocking: bool) -> bool:
+    """Whether a copy between these device types makes the host wait for a CUDA stream: host to device
+    without non_blocking (from pageable memory the copy is staged and the stream synchronised; with
+    non_blocking it is queued). Device-to-host copies are host reads (kind `to_host`)."""
+    return src_device == "cpu" and dst_device not in ("cpu", "meta") and not non_blocking
+
+
+def _device_copy_blocks(func, args, kwargs) -> bool:
+    if func.overloadpacket in (_aten.copy_, _aten.copy):
+        dst, src = args[0], args[1]
+        non_blocking = args[2] if len(args) > 2 else kwargs.get("non_blocking", False)
+        return isinstance(src, torch.Tensor) and copy_is_blocking(src.device.type, dst.device.type, non_blocking)
+    src, device = args[0], kwargs.get("device")
+    return (isinstance(src, torch.Tensor) and device is not None
+            and copy_is_blocking(src.device.type, torch.device(device).type, kwargs.get("non_blocking", False)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# declared synchronisations: the budget's own reads, named where they are made
+# ----------------------------------------------------------------------------------------------------
+_local = threading.local()
+_logs: List[List[str]] = []
+
+
+def _declared_depth() -> int:
+    return getattr(_local, "depth", 0)
+
+
+@contextlib.contextmanager
+def declared_sync(device, what: str) -> Iterator[None]:
+    """Mark a host synchronisation the budget allows (a read of sizes, the losses, an NMS call) and name
+    it. On CUDA under a sync debug mode ("warn"/"error") the mode is lifted inside the block, so the
+    GPU check stops only at undeclared syncs; `sync_log()` records `what`; OpCounter treats reads and
+    copies inside as declared. Costs two Python calls elsewhere."""
+    dev = device if isinstance(device, torch.device) else torch.device(device)
+    mode = 0
+    if dev.type == "cuda":
+        mode = torch.cuda.get_sync_debug_mode()
+        if mode:
+            torch.cuda.set_sync_debug_mode(0)
+    _local.depth = _declared_depth() + 1
+    for log in _logs:
+        log.append(what)
+    try:
+        yield
+    finally:
+        _local.depth -= 1
+        if mode:
+            torch.cuda.set_sync_debug_mode(mode)
+
+
+@contextlib.contextmanager
+def sync_log() -> Iterator[List[str]]:
+    """`with sync_log() as log:` the `what` of every declared_sync block that ran inside, in order."""
+    log: List[str] = []
+    _logs.append(log)
+    try:
+        yield log
+    finally:
+        _logs.remove(log)
 
 
 def _short(path: str) -> str:

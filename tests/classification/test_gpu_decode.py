@@ -158,3 +158,65 @@ def test_device_input_draws_per_iteration_and_splits_the_global_batch_by_rank():
     full, _ = next(DeviceInput(iter([(x8, torch.arange(8))]), CPU, pca_std=0.1, seed=7, start_iter=5))
     r1, _ = next(DeviceInput(iter([(x, y)]), CPU, pca_std=0.1, seed=7, start_iter=5, rank=1, world_size=2))
     assert torch.equal(r1, full[1::2])                   # rank 1 of 2 = every other row of the global batch
+
+
+def test_decode_batch_makes_no_synchronisation(photos, tmp_path):
+    # host metadata reaches the device by non-blocking copies from pinned memory (on CUDA) and nothing
+    # is read back; the counter sees what a GPU would wait for (resdet/utils/counting.py)
+    from resdet.utils.counting import count_ops
+
+    arr = np.asarray(Image.open(photos.small_paths[0]).convert("RGB"))
+    Image.fromarray(arr).save(tmp_path / "a.png")          # decoded in the worker: the on_cpu rows
+    paths = [str(tmp_path / "a.png"), *photos.small_paths[1:4]]
+    batch, labels = _encoded(paths, size=64, seed=3)
+    assert batch.on_cpu.tolist() == [True, False, False, False]
+    with count_ops() as c:
+        c.mark_host(batch.boxes, batch.clamp, batch.flips, batch.on_cpu, batch.decoded, batch.data, labels)
+        decode_batch(batch, labels, CPU)
+    assert c.h2d_copies == 0 and not c.undeclared, c.summary()
+    assert c.host_reads == 0, c.summary()  # on_cpu is host metadata: reading it waits for nothing
+
+
+def test_a_bad_file_is_found_with_few_batched_calls_and_decoded_alone_on_the_cpu(photos, tmp_path, monkeypatch):
+    import resdet.classification.gpu_decode as gd
+
+    bad = _corrupt_scan(read_file(photos.small_paths[1]))
+    (tmp_path / "bad.jpg").write_bytes(bad)
+    paths = [photos.small_paths[i % 4] for i in range(7)] + [str(tmp_path / "bad.jpg")]
+    batch, labels = _encoded(paths, size=64, seed=4)
+    calls = []
+    real = gd._decode_on_device
+
+    def spy(data, device):
+        calls.append(len(data))
+        return real(data, device)
+
+    monkeypatch.setattr(gd, "_decode_on_device", spy)
+    out, lab = decode_batch(batch, labels, CPU, skip_bad_images=True)
+    # 8 -> 4 + 4 -> 2 + 2 -> 1 + 1: the good files in a few batched calls, never one call per image
+    assert calls == [8, 4, 4, 2, 2, 1, 1] and lab.tolist() == list(range(7)) + [0]
+    assert torch.equal(out[7], out[0])
+    calls.clear()
+    good, _ = decode_batch(*_encoded(paths[:7], size=64, seed=4), CPU)
+    assert calls == [7] and torch.equal(out[:7], good)  # the same pixels as without the bad file
+
+
+def test_device_input_works_one_batch_ahead_and_ends_with_the_loader():
+    pulled = []
+
+    def loader():
+        for i in range(3):
+            pulled.append(i)
+            yield torch.full((2, 3, 4, 4), i, dtype=torch.uint8), torch.tensor([i, i])
+
+    batches = DeviceInput(loader(), CPU)
+    seen = []
+    for images, labels in batches:
+        # while batch i is handed out, batch i + 1 is already on its way to the device
+        assert pulled == list(range(min(labels[0].item() + 2, 3)))
+        seen.append(int(images[0, 0, 0, 0]))
+    assert seen == [0, 1, 2]
+    with pytest.raises(StopIteration):
+        next(batches)
+    with pytest.raises(StopIteration):
+        next(DeviceInput(iter(()), CPU))

@@ -111,24 +111,6 @@ def test_top_k_per_image_keeps_score_order():
     assert out[2, 0, 0].item() == 6
 
 
-@pytest.mark.parametrize("limit", [0, 50])
-def test_grouped_nms_equals_per_group_nms(limit):
-    from torchvision.ops import nms
-
-    from resdet.detection.box_ops import grouped_nms
-
-    g = torch.Generator().manual_seed(4)
-    boxes = _boxes(600, 60.0, g=g)
-    scores = torch.rand(600, generator=g)
-    groups = torch.randint(0, 37, (600,), generator=g)
-    kept = grouped_nms(boxes, scores, groups, 0.5, max_boxes_per_call=limit)  # 50: many packed calls
-    ref = torch.cat([torch.nonzero(groups == c).squeeze(1)[nms(boxes[groups == c], scores[groups == c], 0.5)]
-                     for c in range(37)])
-    ref = ref[torch.argsort(scores[ref], descending=True)]
-    assert torch.equal(kept, ref)
-    assert grouped_nms(boxes[:0], scores[:0], groups[:0], 0.5).numel() == 0
-
-
 def test_pooler_keeps_float32_coordinates_for_half_features():
     # AMP: features arrive in bf16; boxes must not be rounded to bf16 (8 bits of mantissa: +-2 px at 500)
     g = torch.Generator().manual_seed(6)
@@ -139,44 +121,3 @@ def test_pooler_keeps_float32_coordinates_for_half_features():
     ref = pooler([f.float() for f in feats], boxes, torch.zeros(1, dtype=torch.int64))
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
-
-
-def _coco_scale_groups(seed=0, images=8, classes=80, clusters=4, per_cluster=5):
-    """Boxes in 1333 x 800 images, (image, class) groups of 4 clusters of 5 overlapping boxes each:
-    640 groups, 12,800 boxes, many IoUs near the threshold."""
-    g = torch.Generator().manual_seed(seed)
-    n_groups = images * classes
-    centre = torch.rand(n_groups, clusters, 1, 2, generator=g) * torch.tensor([1333.0, 800.0])
-    size = torch.rand(n_groups, clusters, 1, 2, generator=g) * 250 + 20
-    jitter = (torch.rand(n_groups, clusters, per_cluster, 4, generator=g) - 0.5) * 0.5 * size.repeat(1, 1, 1, 2)
-    boxes = torch.cat([centre - size / 2, centre + size / 2], -1) + jitter
-    boxes = torch.minimum(boxes.clamp(min=0), torch.tensor([1333.0, 800.0, 1333.0, 800.0])).reshape(-1, 4)
-    groups = torch.arange(n_groups).repeat_interleave(clusters * per_cluster)
-    perm = torch.randperm(len(groups), generator=g)
-    scores = (torch.randperm(len(groups), generator=g) + 1).float() / len(groups)  # distinct: one order
-    return boxes[perm], scores, groups[perm]
-
-
-def test_grouped_nms_is_exact_at_coco_scale_on_every_branch():
-    from torchvision.ops import nms
-    from torchvision.ops.boxes import _batched_nms_coordinate_trick
-
-    from resdet.detection.box_ops import force_packed_nms, grouped_nms
-
-    boxes, scores, groups = _coco_scale_groups()
-    ref = torch.cat([torch.nonzero(groups == k).squeeze(1)[nms(boxes[groups == k], scores[groups == k], 0.5)]
-                     for k in range(int(groups.max()) + 1)])
-    ref = ref[torch.argsort(scores[ref], descending=True)]
-    # the data is sensitive: float32 offsets (torchvision's batched_nms trick, and what the packed
-    # branch did before) move coordinates by up to 1/32 px here and keep other boxes
-    assert not torch.equal(_batched_nms_coordinate_trick(boxes, scores, groups, 0.5), ref)
-    for kwargs in (dict(packed=True),                            # one call for all 640 groups
-                   dict(packed=True, max_boxes_per_call=3000),   # several packed calls
-                   dict(packed=False)):                          # one call per group
-        assert torch.equal(grouped_nms(boxes, scores, groups, 0.5, **kwargs), ref), kwargs
-    with force_packed_nms(True):  # what the counts and the GPU path use, forced on the CPU
-        by_group = torch.argsort(groups, stable=True)  # already sorted, sizes given: planned on the host
-        sizes = torch.bincount(groups).tolist()
-        kept = grouped_nms(boxes[by_group], scores[by_group], groups[by_group], 0.5, max_boxes_per_call=5000,
-                           group_sizes=sizes)
-        assert torch.equal(by_group[kept], ref)

@@ -39,3 +39,14 @@ def test_paste_on_a_larger_canvas_then_crop_is_the_same():
     small = paste_masks(masks, boxes, (30, 40))
     big = paste_masks(masks, boxes, (64, 64))[:, :, :30, :40]
     torch.testing.assert_close(small, big, rtol=0, atol=0)
+
+
+def test_paste_makes_no_synchronisation():
+    # it used to build its scale from float(mask_size) with torch.tensor(..., device=...): on a GPU a
+    # blocking host-to-device copy, twice per call
+    from resdet.utils.counting import count_ops
+
+    masks, boxes = torch.rand(5, 1, 28, 28), torch.tensor([[2.0, 3.0, 30.0, 25.0]]).repeat(5, 1)
+    with count_ops() as c:
+        paste_masks(masks, boxes, (40, 48))
+    assert c.syncs == 0, c.summary()

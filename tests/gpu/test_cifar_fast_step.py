@@ -10,8 +10,10 @@ uncaptured). The comparison runs ResNet-20 with the recipe's model (per-pixel me
 batch 128 for 12 steps, at lr 0.01: at the recipe's 0.1 the first steps are chaotic enough that the last-bit
 difference of the update grows to 0.6% in the loss by step 6 (measured on the CPU), which says nothing
 about the step. At 0.01 the CPU rehearsal measured 3.4e-4 (largest relative loss difference) and 5.1e-5
-(relative difference of the parameter vector); the bounds are 2e-3 for both. cuDNN is set deterministic
-and TF32 off so that eager itself repeats exactly (checked).
+(relative difference of the parameter vector); the bounds are 2e-3 for both. The runs' own setup
+(engine.build.default_setup) decides cuDNN determinism and TF32 from the config, whatever the fixture
+set before: the config here says CUDNN_DETERMINISTIC True, CUDNN_BENCHMARK False, SOLVER.ALLOW_TF32
+False, so that eager itself repeats exactly (checked by a test of its own, apart from the comparisons).
 """
 import json
 import os
@@ -74,6 +76,9 @@ def _run(out, device, images, mode, resume=False, kill_at=None, max_iter=12, hoo
 
     cfg = get_cfg()
     cfg.MODEL.DEVICE, cfg.OUTPUT_DIR, cfg.SEED, cfg.LOG_PERIOD = str(device), str(out), 0, log_period
+    # default_setup applies these (the fixture's settings alone would be overridden by the defaults:
+    # cuDNN free to pick nondeterministic kernels, TF32 matmuls)
+    cfg.CUDNN_DETERMINISTIC, cfg.CUDNN_BENCHMARK, cfg.SOLVER.ALLOW_TF32 = True, False, False
     s = dict(BASE_LR=0.01, IMS_PER_BATCH=BATCH, MAX_ITER=max_iter, STEPS=(6,), WARMUP_ITERS=0, WARMUP_FACTOR=1.0,
              CHECKPOINT_PERIOD=8, WEIGHT_DECAY=1e-4, WEIGHT_DECAY_NORM=1e-4, MOMENTUM=0.9, STEP_MODE=mode)
     s.update(solver)
@@ -104,10 +109,16 @@ def _losses(out):
 def eager(gpu, photos, tmp_path_factory):
     out = tmp_path_factory.mktemp("eager")
     model, _ = _run(out, gpu, photos, "eager")
-    again = tmp_path_factory.mktemp("eager_again")
-    _run(again, gpu, photos, "eager")
-    assert _losses(again) == _losses(out), "eager itself does not repeat: cuDNN not deterministic?"
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, _losses(out)
+
+
+def test_eager_repeats_itself_under_the_determinism_keys(gpu, photos, eager, tmp_path):
+    # the reference of the comparisons below: with CUDNN_DETERMINISTIC and without TF32, bit for bit
+    weights, log = eager
+    model, _ = _run(tmp_path, gpu, photos, "eager")
+    assert _losses(tmp_path) == log, "eager itself does not repeat: a nondeterministic kernel?"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v.detach().cpu(), weights[k]), k
 
 
 @pytest.mark.parametrize("mode", ["cuda_graph", "compiled"])

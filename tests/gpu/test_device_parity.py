@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.ops import batched_nms, nms
 
-from resdet.detection.box_ops import grouped_nms
+from resdet.detection.nms import grouped_nms, nms_threshold
 from resdet.engine.checkpoint import Checkpointer, load_checkpoint
 from resdet.predictor import DetectionPredictor
 
@@ -34,10 +34,34 @@ def test_nms_on_the_device_equals_the_cpu(device):
     # torchvision's kernels
     assert torch.equal(nms(on[0], on[1], 0.5).cpu(), nms(boxes, scores, 0.5))
     exact = batched_nms(boxes, scores, groups, 0.5)  # per-group NMS on the CPU: the reference
-    # ours, on the device's own branch (packed groups on CUDA), 640 groups in one call, COCO coordinates
+    # ours, on the device's own branch (batched on CUDA), 640 groups at once, COCO coordinates
     kept = grouped_nms(*on, 0.5).cpu()
     assert torch.equal(kept.sort().values, exact.sort().values)
     assert torch.equal(kept, exact)  # both sorted by decreasing score
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.3])
+def test_near_threshold_pairs_keep_the_same_boxes_on_the_device(device, threshold):
+    """Adversarial pairs (IoU within 1e-6 of the threshold, coordinates up to 1e5, 600 groups) and the 0.3
+    case float32 cannot hold: our batched branch on the device, and torchvision's own kernel there at the
+    float32 threshold, keep exactly the boxes torchvision's CPU kernel keeps (tests/detection/test_nms.py
+    builds the pairs)."""
+    from tests.detection.test_nms import _adversarial_pairs, _reference
+
+    boxes, scores, groups, _ = _adversarial_pairs(threshold)
+    extra = torch.tensor([[0.0, 0.0, 10.0, 1.0], [0.0, 0.0, 3.0, 1.0]])  # IoU exactly float32(0.3)
+    boxes = torch.cat([boxes, extra])
+    scores = torch.cat([scores, torch.tensor([2.0, 1.5])])
+    groups = torch.cat([groups, torch.full((2,), int(groups.max()) + 1)])
+    ref = _reference(boxes, scores, groups, threshold)
+    on = [t.to(device) for t in (boxes, scores, groups)]
+    assert torch.equal(grouped_nms(*on, threshold, packed=True).cpu(), ref)   # ours, the GPU's default
+    assert torch.equal(grouped_nms(*on, threshold, packed=False).cpu(), ref)  # a torchvision call per group
+    # torchvision's kernel on the device, group by group, at the threshold its CPU kernel is given here
+    for k in (int(groups.max()), 0, 1):
+        members = torch.nonzero(groups == k).squeeze(1)
+        got = nms(on[0][members.to(device)], on[1][members.to(device)], nms_threshold(threshold)).cpu()
+        assert torch.equal(got, nms(boxes[members], scores[members], nms_threshold(threshold)))
 
 
 def test_predictor_on_the_device_equals_the_cpu(device):

@@ -58,3 +58,43 @@ def test_nms_is_counted_apart_and_patches_are_undone():
         with count_ops() as inner:
             torch.ones(2).sum().item()
     assert inner.host_reads == 1 and outer.host_reads == 2  # nested counters both see the inner read
+
+
+def test_blocking_host_to_device_copies_are_counted_as_the_code_asks_for_them():
+    from resdet.utils.counting import copy_is_blocking
+
+    dev = torch.device("cpu")  # stands for the device the code runs on; on a GPU these are real copies
+    batch = torch.arange(8.0)  # made before the block: unknown to the counter until marked
+    with count_ops() as c:
+        torch.tensor([1.0, 2.0], device=dev)               # built on the host, copied, waited for
+        torch.as_tensor([3, 4], device=dev)
+        host = torch.tensor([1, 2, 3])                      # stays on the host: no copy
+        host.to(dev)                                        # blocking copy
+        host[1:].to(dev, non_blocking=True)                 # queued: no wait
+        (host * 2).to(dev)                                  # computed from host tensors only: on the host
+        torch.zeros(3, device=dev).copy_(host)              # into a device tensor, blocking
+        torch.zeros(3, device=dev).copy_(host, non_blocking=True)
+        torch.full((3,), 2.0, device=dev)                   # a fill on the device: no copy
+        batch.to(dev)                                       # not known as a host tensor
+        c.mark_host(batch)
+        batch.to(dev)
+    assert c.h2d_copies == 6 and c.host_reads == 0 and c.syncs == 6, c.summary()
+    assert "h2d_copy" in c.summary() and "test_counting.py" in c.summary()
+    # on a GPU the copy itself decides (what the dispatcher sees there)
+    assert copy_is_blocking("cpu", "cuda", False) and not copy_is_blocking("cpu", "cuda", True)
+    assert not copy_is_blocking("cuda", "cuda", False) and not copy_is_blocking("cpu", "cpu", False)
+
+
+def test_declared_syncs_are_logged_and_only_undeclared_ones_are_listed():
+    from resdet.utils.counting import declared_sync, sync_log
+
+    x = torch.arange(4.0)
+    with sync_log() as log, count_ops() as c:
+        with declared_sync(x.device, "the losses"):
+            x.tolist()
+        x.sum().item()  # not declared: a GPU under sync debug mode "error" would stop here
+        with declared_sync(x.device, "an NMS call"):
+            torchvision.ops.nms(torch.tensor([[0.0, 0.0, 4.0, 4.0]]), torch.tensor([0.9]), 0.5)
+    assert log == ["the losses", "an NMS call"]
+    assert c.syncs == 3 and c.host_reads == 2 and c.nms_calls == 1
+    assert [kind for kind, _ in c.undeclared] == ["item"] and "undeclared item" in c.summary()

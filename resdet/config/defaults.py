@@ -145,6 +145,12 @@ _C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14
 _C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0
 _C.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "ROIAlignV2"
 
+# --- training and inference on the CPU (issue 25: resdet/detection/roi_align.py) ---
+# RoIAlign kernel of the box and mask poolers for CPU tensors: "resdet" (a sparse product built once
+# per call and shared by all channels, backward on every core; torchvision's result up to float
+# rounding) or "torchvision" (its CPU kernel: one thread in the backward). GPUs always use torchvision's.
+_C.MODEL.POOLER_CPU_KERNEL = "resdet"
+
 
 
 # ---------------------------------------------------------------------------- #

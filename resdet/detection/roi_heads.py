@@ -12,6 +12,7 @@ from torchvision.ops import roi_align
 
 from .box_ops import BoxCoder, aligned_iou, match_boxes, sample_slots
 from .poolers import ROIPooler
+from .roi_align import ROI_ALIGN_KERNELS
 from .postprocess import select_detections
 from .structures import GroundTruth, host_tensor
 
@@ -121,11 +122,16 @@ class StandardROIHeads(nn.Module):
             raise ValueError(f"MODEL.ROI_HEADS.IN_FEATURES names {missing}, not among the FPN's outputs {list(strides)}")
         level_strides = [strides[f] for f in feats]
 
+        if cfg.MODEL.POOLER_CPU_KERNEL not in ROI_ALIGN_KERNELS:
+            raise ValueError(f"MODEL.POOLER_CPU_KERNEL must be one of {ROI_ALIGN_KERNELS}; got "
+                             f"{cfg.MODEL.POOLER_CPU_KERNEL!r}")
+
         def pooler(head, name):
             if head.POOLER_TYPE not in ("ROIAlign", "ROIAlignV2"):
                 raise ValueError(f"MODEL.{name}.POOLER_TYPE must be 'ROIAlign' or 'ROIAlignV2'; got {head.POOLER_TYPE!r}")
             return ROIPooler(output_size=head.POOLER_RESOLUTION, strides=level_strides,
-                             sampling_ratio=head.POOLER_SAMPLING_RATIO, aligned=head.POOLER_TYPE == "ROIAlignV2")
+                             sampling_ratio=head.POOLER_SAMPLING_RATIO, aligned=head.POOLER_TYPE == "ROIAlignV2",
+                             kernel=cfg.MODEL.POOLER_CPU_KERNEL)
 
         box_head = BoxHead(in_channels=channels, resolution=bh.POOLER_RESOLUTION, fc_dim=bh.FC_DIM, num_fc=bh.NUM_FC)
         kwargs = dict(

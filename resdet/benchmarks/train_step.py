@@ -41,7 +41,9 @@ from resdet.engine.trainer import HookBase
 __all__ = ["TODAY", "time_train_steps", "format_train_steps", "main_train_step"]
 
 # The scratch recipe's settings before issue 25 (what "today" means for the ratio): torchvision's CPU
-# RoIAlign, two loader workers, 256 RoIs sampled per image. Other recipes: pass --baseline.
+# RoIAlign, two loader workers, 256 RoIs sampled per image. Other recipes: pass --baseline. The baseline's
+# mask head also computes every class's logits through ConvTranspose2d and picks its class after
+# (_all_classes_forward: the code before issue 25), unless time_train_steps(today_mask_head=False).
 TODAY = ("MODEL.POOLER_CPU_KERNEL torchvision DATALOADER.NUM_WORKERS_ON_CPU -1 DATALOADER.NUM_WORKERS 2 "
          "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE 256")
 
@@ -94,16 +96,34 @@ def _pairs(opts: Sequence[str]) -> List[str]:
     return words
 
 
+def _all_classes_forward(head):
+    """The mask head's forward as it ran before issue 25: the module's full path (ConvTranspose2d, the 1x1
+    logits of every class), then each RoI's class picked by a gather. Same weights, same numbers."""
+    full = type(head).forward.__get__(head)
+
+    def forward(x, classes=None):
+        logits = full(x)
+        if classes is None:
+            return logits
+        m = logits.shape[-1]
+        return logits.gather(1, classes[:, None, None, None].expand(-1, 1, m, m))
+
+    return forward
+
+
 class _Variant:
     """One config's model, optimizer and trainer; `round(start, steps)` trains on a fresh loader."""
 
-    def __init__(self, name: str, cfg, device: torch.device):
+    def __init__(self, name: str, cfg, device: torch.device, all_classes_mask_head: bool = False):
         from resdet.engine import Trainer, build_training_state
         from resdet.runs.train_det import build_model
 
         self.name, self.cfg = name, cfg
         torch.manual_seed(cfg.SEED)  # the same initial weights for every variant
         self.model = build_model(cfg, device)
+        heads = getattr(self.model, "module", self.model).roi_heads  # (DDP / compile wrap the model)
+        if all_classes_mask_head and heads.mask_head is not None:
+            heads.mask_head.forward = _all_classes_forward(heads.mask_head)
         self.state = build_training_state(cfg, self.model)
         self.timer = _StepTimer()
         self.loader_cpu: List[float] = []
@@ -127,13 +147,14 @@ class _Variant:
         t.train()
         del t._data_iter, t.data_loader, loader  # workers end here; their CPU time is then the children's
         used = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.loader_cpu.append((used.ru_utime + used.ru_stime - children.ru_utime - children.ru_stime)
-                               / (warmup + steps))
+        spent = (used.ru_utime - children.ru_utime) + (used.ru_stime - children.ru_stime)
+        self.loader_cpu.append(max(0.0, spent) / (warmup + steps))
 
 
 def time_train_steps(config: str, *, baseline: Sequence[str] = (TODAY,), opts: Sequence[str] = (),
                      data: str = "", images: int = 40, device: str = "cpu", steps: int = 6, warmup: int = 2,
-                     rounds: int = 2, weights: str = "", progress=None) -> List[Dict[str, object]]:
+                     rounds: int = 2, weights: str = "", today_mask_head: bool = True,
+                     progress=None) -> List[Dict[str, object]]:
     """Rows {variant, s_per_step, cpu_s_per_step, loader_cpu_s_per_step, last_loss, overrides, ...} for the
     baseline ("today": config + `baseline` overrides) and the config as it is ("new"), both with `opts`."""
     if steps < 1 or rounds < 1 or warmup < 0:
@@ -141,7 +162,8 @@ def time_train_steps(config: str, *, baseline: Sequence[str] = (TODAY,), opts: S
     with tempfile.TemporaryDirectory(prefix="resdet_train_step_") as tmp:
         data = data or _photo_data(os.path.join(tmp, "photos"), images)
         variants = [_Variant("today", _config(config, data, device, os.path.join(tmp, "today"),
-                                              list(opts) + list(baseline), weights), torch.device(device)),
+                                              list(opts) + list(baseline), weights), torch.device(device),
+                             all_classes_mask_head=today_mask_head),
                     _Variant("new", _config(config, data, device, os.path.join(tmp, "new"), opts, weights),
                              torch.device(device))]
         position = 0
@@ -158,6 +180,7 @@ def time_train_steps(config: str, *, baseline: Sequence[str] = (TODAY,), opts: S
                      "cpu_s_per_step": statistics.median(v.timer.cpu),
                      "loader_cpu_s_per_step": statistics.mean(v.loader_cpu),
                      "workers": loader_workers(v.cfg), "last_loss": v.timer.losses[-1],
+                     "mask_head": "all classes" if v is variants[0] and today_mask_head else "own class",
                      "overrides": " ".join(map(str, ov)), "weights": weights or None})
     return rows
 
@@ -165,10 +188,11 @@ def time_train_steps(config: str, *, baseline: Sequence[str] = (TODAY,), opts: S
 def format_train_steps(rows: List[Dict[str, object]]) -> str:
     today, new = rows[0], rows[1]
     lines = [f"{'variant':<8}{'s/step':>9}{'CPU s/step':>12}{'loader CPU s/step':>19}{'workers':>9}"
-             f"{'last loss':>11}  overrides"]
+             f"{'last loss':>11}  {'mask logits':<12} overrides"]
     for r in rows:
         lines.append(f"{r['variant']:<8}{r['s_per_step']:>9.3f}{r['cpu_s_per_step']:>12.3f}"
-                     f"{r['loader_cpu_s_per_step']:>19.3f}{r['workers']:>9}{r['last_loss']:>11.4f}  {r['overrides'] or '-'}")
+                     f"{r['loader_cpu_s_per_step']:>19.3f}{r['workers']:>9}{r['last_loss']:>11.4f}  "
+                     f"{r['mask_head']:<12} {r['overrides'] or '-'}")
     lines.append(f"train step {os.path.basename(str(new['config']))}: ratio {today['s_per_step'] / new['s_per_step']:.2f}x "
                  f"(today {today['s_per_step']:.3f} s/step, new {new['s_per_step']:.3f} s/step; medians of "
                  f"{new['steps']} steps each, {new['threads']} threads)")

@@ -27,14 +27,14 @@ def photos(tmp_path_factory):
 
 
 def test_today_against_the_recipe_on_the_same_photos(photos):
-    rows = time_train_steps(RECIPE, baseline=[TODAY], opts=TINY, data=photos, steps=1, warmup=1, rounds=2)
+    rows = time_train_steps(RECIPE, baseline=[TODAY], opts=TINY, data=photos, steps=1, warmup=1, rounds=1)
     today, new = rows
     assert (today["variant"], new["variant"]) == ("today", "new")
     # today's settings are what the recipe had: torchvision's kernel, 2 workers, 256 RoIs an image
     assert "MODEL.POOLER_CPU_KERNEL torchvision" in today["overrides"] and today["workers"] == 2
     assert new["workers"] == 0 and "POOLER_CPU_KERNEL" not in new["overrides"]
     for r in rows:
-        assert r["steps"] == 2 and r["s_per_step"] > 0 and r["cpu_s_per_step"] > 0
+        assert r["steps"] == 1 and r["s_per_step"] > 0 and r["cpu_s_per_step"] > 0
         assert 0 < r["last_loss"] < 100
     # the same start, the same images: the losses differ only by the kernels' rounding and the sampled RoIs
     assert abs(today["last_loss"] - new["last_loss"]) < 0.5 * today["last_loss"]

@@ -60,6 +60,8 @@ def main(argv=None) -> int:
     p.add_argument("--amp", choices=["", "fp16", "bf16"], default=None,
                    help="autocast dtype (default: fp16 on CUDA, none on CPU)")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--modes", nargs="+", choices=["train", "infer"], default=["train", "infer"],
+                   help="training steps, inference calls, or both (the default)")
     p.add_argument("--boxes", type=int, default=7, help="ground-truth boxes per training image")
     p.add_argument("--json", help="append one JSON line per measurement to this file")
     p.add_argument("--counts", action="store_true",
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
     rows = []
     for arch in archs:
         rows += time_models(arch, h, w, args.batch, args.iters, args.warmup, args.device, amp, args.channels_last,
-                            args.boxes, progress=lambda r: print(f"  {r['arch']} {r['model']} {r['mode']}: "
+                            args.boxes, modes=args.modes, progress=lambda r: print(f"  {r['arch']} {r['model']} {r['mode']}: "
                                                                  f"{r['img_per_s']:.2f} img/s", flush=True))
     _append_json(args.json, rows)
     print(f"{_device_line(args.device)}, torch {torch.__version__}, {torch.get_num_threads()} threads; "

@@ -11,9 +11,9 @@ weights) against torchvision's model of the same architecture (same inputs, its 
 The training step is the one train_det runs: `Trainer.run_step` (autocast, backward, the optimizer that
 `engine.build_optimizer` builds from the preset config, the lr schedule, the one read of the losses).
 torchvision's model runs in the same Trainer with SGD on foreach kernels (what it gets on a GPU).
-On the CPU the GPU branches are forced where they differ (box_ops.force_packed_nms: NMS packing), so
-the counts are the GPU path's. A warm-up step runs first (optimizer state, anchor cache), then the
-counted one.
+On the CPU the GPU branches are forced where they differ (nms.force_packed_nms: the batched NMS branch;
+roi_align.force_torchvision_roi_align: the poolers' kernel), so the counts are the GPU path's. A
+warm-up step runs first (optimizer state, anchor cache), then the counted one.
 
     python tools/benchmark.py --counts --size 192x256 --count-batches 1 8 --arch maskrcnn
     python tools/benchmark.py --counts --config configs/coco_r50.yaml --size 800x1216 --count-batches 1
@@ -28,6 +28,7 @@ import torch
 from resdet.config import load_config
 from resdet.detection.nms import force_packed_nms
 from resdet.detection.rcnn import build_detection_model
+from resdet.detection.roi_align import force_torchvision_roi_align
 from resdet.engine.schedules import build_lr_scheduler, build_optimizer
 from resdet.engine.trainer import Trainer
 from resdet.utils.counting import OpCounter, count_ops
@@ -53,7 +54,7 @@ def count_training_step(model, optimizer, images, targets, amp: str = "", schedu
         trainer._data_iter = iter([(images, targets)])
         trainer.run_step()
     trainer._data_iter = iter([(images, targets)])
-    with count_ops() as c:
+    with force_torchvision_roi_align(), count_ops() as c:  # the GPU's pooling kernel (see the module doc)
         trainer.run_step()
     return c
 
@@ -70,7 +71,7 @@ def count_inference(model, images, amp: str = "", warmup: int = 1) -> OpCounter:
 
     for _ in range(warmup):
         call()
-    with count_ops() as c:
+    with force_torchvision_roi_align(), count_ops() as c:  # the GPU's pooling kernel (see the module doc)
         call()
     return c
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torchvision
@@ -125,24 +125,26 @@ def _make_steps(model, ims, targets, dtype, dev_type, dets: List[float]):
 
 def time_models(arch: str, height: int, width: int, batch: int, iters: int, warmup: int = 1, device: str = "cpu",
                 amp: str = "", channels_last: bool = False, boxes_per_image: int = 7,
-                num_classes: int = 91, progress=None, pair=None) -> List[Dict[str, object]]:
+                num_classes: int = 91, progress=None, pair=None,
+                modes: Sequence[str] = ("train", "infer")) -> List[Dict[str, object]]:
     """Rows {model, mode, img_per_s, s_per_iter, dets_per_image, peak_mem_gib} for ours and torchvision's.
 
     Times are medians over `iters` steps. The two models alternate iteration by iteration, so a change in
     machine load (a shared CPU) hits both alike; peak memory (CUDA) is one more step per model after both
     have warmed up (step_peak_gib). `pair`: (ours, torchvision's) from build_pair, to time them again (e.g. at another precision).
+    `modes`: "train" and/or "infer".
     """
     if device.startswith("cuda"):
         # "cuda:N": make N the current device too, so that nothing inside either model lands on GPU 0
         with torch.cuda.device(torch.device(device)):
             return _time_models(arch, height, width, batch, iters, warmup, device, amp, channels_last,
-                                boxes_per_image, num_classes, progress, pair)
+                                boxes_per_image, num_classes, progress, pair, modes)
     return _time_models(arch, height, width, batch, iters, warmup, device, amp, channels_last, boxes_per_image,
-                        num_classes, progress, pair)
+                        num_classes, progress, pair, modes)
 
 
 def _time_models(arch, height, width, batch, iters, warmup, device, amp, channels_last, boxes_per_image,
-                 num_classes, progress, pair):
+                 num_classes, progress, pair, modes):
     ours, tv = pair if pair is not None else build_pair(arch, height, width, num_classes, device)
     if channels_last:
         ours, tv = ours.to(memory_format=torch.channels_last), tv.to(memory_format=torch.channels_last)
@@ -154,7 +156,7 @@ def _time_models(arch, height, width, batch, iters, warmup, device, amp, channel
     steps = {"resdet": _make_steps(ours, images, targets, dtype, dev_type, dets["resdet"]),
              "torchvision": _make_steps(tv, [im / 255 for im in images], targets, dtype, dev_type, dets["torchvision"])}
     rows = []
-    for mode in ("train", "infer"):
+    for mode in modes:
         elapsed = {name: [] for name in models}
         for name, model in models.items():  # warm-up of both first
             model.train(mode == "train")

@@ -20,6 +20,8 @@ standard ImageFolder + PIL + RandomResizedCrop pipeline, per core with --workers
       (an exported file against the eager model it came from: exported.py)
   python tools/benchmark.py --nms --config configs/custom_scratch_r18_gn.yaml --size 288x480 --batch 4 --device cpu
       (grouped NMS's branches on a model's own boxes: nms.py)
+  python tools/benchmark.py --train-step configs/custom_scratch_r18_gn.yaml --device cpu
+      (a recipe's training step with its loader, today's settings against the config's: train_step.py)
 """
 from __future__ import annotations
 
@@ -60,6 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("--amp", choices=["", "fp16", "bf16"], default=None,
                    help="autocast dtype (default: fp16 on CUDA, none on CPU)")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--modes", nargs="+", choices=["train", "infer"], default=["train", "infer"],
+                   help="training steps, inference calls, or both (the default)")
     p.add_argument("--boxes", type=int, default=7, help="ground-truth boxes per training image")
     p.add_argument("--json", help="append one JSON line per measurement to this file")
     p.add_argument("--counts", action="store_true",
@@ -83,13 +87,37 @@ def main(argv=None) -> int:
     g.add_argument("--aug", choices=["rrc", "scale", "both"], default="both",
                    help="imagenet: RandomResizedCrop, the paper's scale augmentation, or both (the last line "
                         "then reports the one with the lower ratio)")
-    g.add_argument("--rounds", type=int, default=3, help="imagenet: alternating rounds per pipeline (median)")
+    g.add_argument("--rounds", type=int, default=3, help="imagenet: alternating rounds per pipeline (median); "
+                   "--train-step: rounds per variant (default 2)")
     g.add_argument("--decoders", action="store_true", help="imagenet: also time the JPEG decoders alone")
     p.add_argument("--exported", default="", help="time this file from tools/export.py (.onnx: onnxruntime, "
                    ".pt2: torch.export) against the eager model it came from, instead of torchvision")
     p.add_argument("--weights", default="", help="with --exported: the eager model's weights (default: the "
-                   "checkpoint the file records); with --nms: the detector's weights (default: random)")
+                   "checkpoint the file records); with --nms: the detector's weights (default: random); with --train-step: the weights both "
+                   "variants start from")
+    t = p.add_argument_group("a recipe's training step (--train-step; train_step.py)")
+    t.add_argument("--train-step", metavar="CONFIG", default="",
+                   help="time this config's training step with its loader against --baseline, on photographs "
+                        "(--data: a folder with annotations/train.json and images/; default: made in a temp folder)")
+    t.add_argument("--baseline", default=None, help="KEY VALUE overrides that make the baseline (default: today's "
+                   "settings, train_step.TODAY)")
+    t.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides for both variants")
+    t.add_argument("--steps", type=int, default=6, help="timed steps per variant per round (after --warmup)")
+    t.add_argument("--images", type=int, default=40, help="photographs to make when --data is not given")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads (0: torch's default, one per core); 1 measures work per core, "
+                        "which a machine shared with other jobs disturbs least")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.train_step:
+        from .train_step import TODAY, main_train_step
+
+        if args.baseline is None:
+            args.baseline = TODAY
+        if not any(a == "--rounds" or a.startswith("--rounds=") for a in argv):
+            args.rounds = 2
+        return main_train_step(args)
     if args.exported:
         return _main_exported(args)
     if args.counts:
@@ -112,10 +140,11 @@ def main(argv=None) -> int:
     rows = []
     for arch in archs:
         rows += time_models(arch, h, w, args.batch, args.iters, args.warmup, args.device, amp, args.channels_last,
-                            args.boxes, progress=lambda r: print(f"  {r['arch']} {r['model']} {r['mode']}: "
+                            args.boxes, modes=args.modes, progress=lambda r: print(f"  {r['arch']} {r['model']} {r['mode']}: "
                                                                  f"{r['img_per_s']:.2f} img/s", flush=True))
     _append_json(args.json, rows)
-    print(f"{_device_line(args.device)}, torch {torch.__version__}; ratio = resdet img/s / torchvision img/s")
+    print(f"{_device_line(args.device)}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"ratio = resdet img/s / torchvision img/s")
     print(format_table(rows))
     return 0
 

@@ -27,6 +27,7 @@ __all__ = [
     "load_train_records",
     "build_detection_train_loader",
     "build_detection_test_loader",
+    "loader_workers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,15 @@ def load_train_records(names: Sequence[str], filter_empty: bool = True, check_im
     return records, meta
 
 
+def loader_workers(cfg) -> int:
+    """Worker processes of the detection loaders: DATALOADER.NUM_WORKERS, or NUM_WORKERS_ON_CPU (when >= 0)
+    for a model on the CPU, where the workers' decoding takes cycles from the cores the step runs on."""
+    on_cpu = cfg.DATALOADER.NUM_WORKERS_ON_CPU
+    if on_cpu >= 0 and str(cfg.MODEL.DEVICE).startswith("cpu"):
+        return on_cpu
+    return cfg.DATALOADER.NUM_WORKERS
+
+
 def build_detection_train_loader(cfg, start_iter: int = 0, mapper: Optional[DetectionMapper] = None,
                                  train_records: Optional[Tuple[List[dict], DatasetMetadata]] = None) -> DataLoader:
     """Endless training batches for this process; `loader.metadata` holds the category mapping and
@@ -145,7 +155,7 @@ def build_detection_train_loader(cfg, start_iter: int = 0, mapper: Optional[Dete
     sampler = InfiniteSampler(len(records), shuffle=True, seed=cfg.SEED, rank=rank, world_size=world)
     batch_sampler = AspectRatioGroupedBatchSampler(sampler, groups, per_rank, start_batch=start_iter,
                                                    with_positions=True)
-    workers = cfg.DATALOADER.NUM_WORKERS
+    workers = loader_workers(cfg)
     loader = DataLoader(
         dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate_detection,
         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
@@ -168,7 +178,7 @@ def build_detection_test_loader(cfg, dataset_name: str, mapper: Optional[Detecti
     dataset = MappedDataset(records, mapper)
     loader = DataLoader(
         dataset, batch_size=batch_size or cfg.TEST.IMS_PER_BATCH, sampler=InferenceSampler(len(records)),
-        num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=collate_detection,
+        num_workers=loader_workers(cfg), collate_fn=collate_detection,
         pin_memory=torch.cuda.is_available(),
     )
     loader.metadata = meta

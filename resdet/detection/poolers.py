@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import roi_align
+from .roi_align import ROI_ALIGN_KERNELS, roi_align
 
 __all__ = ["ROIPooler", "assign_levels"]
 
@@ -33,12 +33,18 @@ class ROIPooler(nn.Module):
 
     `aligned=False` is the original RoIAlign (and torchvision's MultiScaleRoIAlign); `aligned=True`
     shifts by half a pixel (Detectron2's "ROIAlignV2"), which is more exact.
-    One roi_align call per level (4 calls), never a call per image.
+    One roi_align call per level (4 calls), never a call per image. `kernel` "resdet" pools CPU tensors
+    with detection/roi_align.py's sparse-product kernel (torchvision's result, a backward on every core),
+    "torchvision" always with torchvision's; other devices always use torchvision's.
     """
 
     def __init__(self, *, output_size: int, strides: Sequence[int], sampling_ratio: int = 2,
-                 aligned: bool = False, canonical_box_size: float = 224, canonical_level: int = 4):
+                 aligned: bool = False, canonical_box_size: float = 224, canonical_level: int = 4,
+                 kernel: str = "resdet"):
         super().__init__()
+        if kernel not in ROI_ALIGN_KERNELS:
+            raise ValueError(f"ROIPooler kernel must be one of {ROI_ALIGN_KERNELS}; got {kernel!r}")
+        self.kernel = kernel
         levels = [math.log2(s) for s in strides]
         if any(lv != int(lv) for lv in levels) or levels != list(range(int(levels[0]), int(levels[0]) + len(levels))):
             raise ValueError(f"ROIPooler needs consecutive power-of-two strides (4, 8, 16, 32); got {list(strides)}")
@@ -76,7 +82,7 @@ class ROIPooler(nn.Module):
         rois = torch.cat([batch_idx[:, None].to(boxes.dtype), boxes], dim=1)
         if len(features) == 1:
             return roi_align(_float(features[0]), rois.float(), self.output_size, self.scales[0], self.sampling_ratio,
-                             self.aligned).to(features[0].dtype)
+                             self.aligned, self.kernel).to(features[0].dtype)
         if levels is None:
             levels = self.levels(boxes)
         if level_counts is None:
@@ -90,7 +96,7 @@ class ROIPooler(nn.Module):
         for feat, scale, count in zip(features, self.scales, level_counts):
             if count:
                 parts.append(roi_align(_float(feat), rois[start:start + count], self.output_size, scale,
-                                       self.sampling_ratio, self.aligned))
+                                       self.sampling_ratio, self.aligned, self.kernel))
             start += count
         if not parts:
             return features[0].new_zeros((0, features[0].shape[1]) + self.output_size)

@@ -83,9 +83,11 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: Tuple[int, int], paddi
 
     Gives the same result as torchvision's paste_masks_in_image (zero-pad the mask by one pixel,
     enlarge the box to match, truncate it to whole pixels, resize the mask bilinearly to the box and
-    place it with clipping), but for all detections in two gathers instead of one F.interpolate and
-    one copy per detection. Rows and columns are separable, so resizing is an interpolation along
-    x ([D, M', W]) followed by one along y ([D, H, W]).
+    place it with clipping), but for all detections at once instead of one F.interpolate and one copy
+    per detection. Rows and columns are separable: resizing is Ry @ mask @ Rx^T, with Rx [D, W, M'] and
+    Ry [D, H, M'] the two bilinear taps of each image column / row (zero outside the box), so both passes
+    are batched matrix products (two gathers and five element-wise passes over [D, H, W] before: 4x
+    slower than torchvision's loop on the CPU at 800x1216 with 100 detections).
     Detections of different images: call with the largest size and crop, or once per image.
     """
     im_h, im_w = int(image_size[0]), int(image_size[1])
@@ -102,16 +104,15 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: Tuple[int, int], paddi
     y_c = (boxes[:, 3] + boxes[:, 1]) * 0.5
     ibox = torch.stack((x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half), 1).to(torch.int64)
     size = padded.shape[-1]
-    x0, x1, lx, in_x = _axis_weights(ibox[:, 0], ibox[:, 2], im_w, size)
-    y0, y1, ly, in_y = _axis_weights(ibox[:, 1], ibox[:, 3], im_h, size)
-    padded = padded.to(torch.float32)
-    # along x: [D, M', W]
-    gx0 = padded.gather(2, x0[:, None, :].expand(d, size, im_w))
-    gx1 = padded.gather(2, x1[:, None, :].expand(d, size, im_w))
-    rows = gx0 * (1 - lx)[:, None, :] + gx1 * lx[:, None, :]
-    # along y: [D, H, W]
-    gy0 = rows.gather(1, y0[:, :, None].expand(d, im_h, im_w))
-    gy1 = rows.gather(1, y1[:, :, None].expand(d, im_h, im_w))
-    out = gy0 * (1 - ly)[:, :, None] + gy1 * ly[:, :, None]
-    out = out * (in_y[:, :, None] & in_x[:, None, :])
-    return out[:, None].to(masks.dtype)
+    rx = _resize_matrix(*_axis_weights(ibox[:, 0], ibox[:, 2], im_w, size), size)  # [D, W, M']
+    ry = _resize_matrix(*_axis_weights(ibox[:, 1], ibox[:, 3], im_h, size), size)  # [D, H, M']
+    rows = torch.bmm(padded.to(torch.float32), rx.transpose(1, 2))  # along x: [D, M', W]
+    return torch.bmm(ry, rows)[:, None].to(masks.dtype)  # along y: [D, H, W]
+
+
+def _resize_matrix(i0: Tensor, i1: Tensor, lam: Tensor, inside: Tensor, size: int) -> Tensor:
+    """[D, L, size]: row l holds pixel l's two bilinear weights (1 - lam at i0, lam at i1; zero outside)."""
+    keep = inside.to(torch.float32)
+    out = torch.zeros(i0.shape + (size,), dtype=torch.float32, device=i0.device)
+    out.scatter_add_(2, i0[..., None], ((1 - lam) * keep)[..., None])
+    return out.scatter_add_(2, i1[..., None], (lam * keep)[..., None])

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import roi_align as tv_roi_align
 
-__all__ = ["roi_align", "ROI_ALIGN_KERNELS", "force_torchvision_roi_align"]
+__all__ = ["roi_align", "ROI_ALIGN_KERNELS", "force_torchvision_roi_align", "gpu_kernels_forced"]
 
 ROI_ALIGN_KERNELS = ("resdet", "torchvision")
 
@@ -50,7 +50,8 @@ _FORCE_TORCHVISION = False
 
 @contextlib.contextmanager
 def force_torchvision_roi_align(enabled: bool = True):
-    """Within the block, pool with torchvision's kernel on every device, as on a GPU: for counting the
+    """Within the block, pool with torchvision's kernel on every device, as on a GPU (and take the GPU's
+    form of the mask head's deconvolution, gpu_kernels_forced()): for counting the
     GPU path's host reads and ops on a CPU (benchmarks/counts.py), where this kernel's own reads of its
     sizes would be counted although they never happen on a GPU."""
     global _FORCE_TORCHVISION
@@ -59,6 +60,13 @@ def force_torchvision_roi_align(enabled: bool = True):
         yield
     finally:
         _FORCE_TORCHVISION = previous
+
+
+def gpu_kernels_forced() -> bool:
+    """True within force_torchvision_roi_align(): the models floor's CPU-only formulations (this kernel,
+    the mask head's deconvolution as a GEMM) give way to the GPU's, so that counts on a CPU are the GPU
+    path's."""
+    return _FORCE_TORCHVISION
 
 
 def roi_align(input: Tensor, boxes: Tensor, output_size: Union[int, Sequence[int]], spatial_scale: float = 1.0,

@@ -14,7 +14,7 @@ from resdet.utils.counting import declared_sync
 
 from .box_ops import BoxCoder, aligned_iou, match_boxes, sample_slots
 from .poolers import ROIPooler
-from .roi_align import ROI_ALIGN_KERNELS
+from .roi_align import ROI_ALIGN_KERNELS, gpu_kernels_forced
 from .postprocess import select_detections
 from .structures import GroundTruth, host_tensor
 
@@ -89,6 +89,14 @@ class MaskHead(nn.Module):
         [C, 2*2*C'] (torch's CPU ConvTranspose2d takes a slow path: 8x slower at 200 RoIs), and the
         class-specific 1x1 conv is a batched product with each RoI's row of the predictor's weight."""
         r, c, h, w = x.shape
+        if x.device.type != "cpu" or gpu_kernels_forced():
+            # On a GPU cuDNN's transposed convolution is one tuned kernel, and the class's logits one batched
+            # product: 36 aten ops forward and backward where the GEMM form below makes 64 (kernel launches:
+            # the training step's op budget, tests/detection/test_host_reads.py).
+            y = F.relu(self.deconv(x))
+            pred_w = self.predictor.weight.view(self.predictor.weight.shape[0], -1)[classes]  # [R, C']
+            logits = torch.baddbmm(self.predictor.bias[classes].view(r, 1, 1), pred_w.unsqueeze(1), y.flatten(2))
+            return logits.view(r, 1, 2 * h, 2 * w)
         weight = self.deconv.weight  # [C, C', 2, 2]
         out_c = weight.shape[1]
         pixels = x.permute(0, 2, 3, 1).reshape(r * h * w, c)

@@ -1,15 +1,18 @@
 """MaskHead's class-picked logits (the GEMM deconvolution and the per-RoI 1x1 predictor row) against the
-full module path (ConvTranspose2d, every class's 1x1 logits, then a gather): forward and backward."""
+full module path (ConvTranspose2d, every class's 1x1 logits, then a gather): forward and backward, in
+the CPU's form and in the GPU's (forced on the CPU by force_torchvision_roi_align)."""
 import pytest
 import torch
 
+from resdet.detection.roi_align import force_torchvision_roi_align
 from resdet.detection.roi_heads import MaskHead
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.parametrize("gpu_form", [False, True])
 @pytest.mark.parametrize("rois", [0, 1, 13])
-def test_picked_logits_equal_the_full_path(rois):
+def test_picked_logits_equal_the_full_path(rois, gpu_form):
     torch.manual_seed(rois)
     head = MaskHead(in_channels=8, num_classes=4, conv_dim=6, num_conv=2).double()
     for p in head.parameters():  # non-trivial biases and predictor weights
@@ -22,7 +25,8 @@ def test_picked_logits_equal_the_full_path(rois):
         head.zero_grad()
         xx = x.detach().clone().requires_grad_()
         if picked:
-            out = head(xx, classes)
+            with force_torchvision_roi_align(gpu_form):
+                out = head(xx, classes)
         else:
             full = head(xx)
             assert full.shape == (rois, 5, 14, 14)

@@ -50,7 +50,7 @@ _C.MODEL.BACKBONE.SHORTCUT = ""
 # Normalisation: "BN", "FrozenBN" (fixed statistics and affine, for fine-tuning detection),
 # "SyncBN" (statistics over all DDP processes), "GN" (GroupNorm, for detection from scratch).
 _C.MODEL.BACKBONE.NORM = "BN"
-# Number of groups when NORM is "GN".
+# Number of groups when NORM is "GN" (also for the FPN's and the heads' GN: MODEL.FPN.NORM, ROI_*_HEAD.NORM).
 _C.MODEL.BACKBONE.GN_GROUPS = 32
 # Freeze the stem (1) and the first N-1 residual stages (2 freezes stem + res2, ... 5 freezes up to res5);
 # 0 freezes nothing. Frozen parts keep requires_grad=False and their norms in eval behaviour.
@@ -144,6 +144,39 @@ _C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256
 _C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14
 _C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0
 _C.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "ROIAlignV2"
+
+# ---------------------------------------------------------------------------- #
+# Cascade R-CNN, head norms and the new-baselines head shapes (resdet/detection/cascade.py, roi_heads.py,
+# layers.py, fpn.py, rpn.py)
+# ---------------------------------------------------------------------------- #
+# The RoI heads: "StandardROIHeads" (Faster / Mask R-CNN) or "CascadeROIHeads" (Cai and Vasconcelos 2018:
+# box stages at rising IoU thresholds, MODEL.ROI_BOX_CASCADE_HEAD; needs CLS_AGNOSTIC_BBOX_REG).
+_C.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
+# 3x3 convs (each conv, norm, ReLU) before the box head's fully connected layers, and their width: 0 is
+# the 2fc head; NUM_CONV 4 with NUM_FC 1 is Detectron2's "4conv1fc" head.
+_C.MODEL.ROI_BOX_HEAD.NUM_CONV = 0
+_C.MODEL.ROI_BOX_HEAD.CONV_DIM = 256
+# Norm after each conv of the box head: "" (none), "BN", "SyncBN" (statistics over all processes) or "GN"
+# (MODEL.BACKBONE.GN_GROUPS groups).
+_C.MODEL.ROI_BOX_HEAD.NORM = ""
+# One box regression for all classes (4 outputs) instead of one per class (4 (K + 1)); the cascade's stages
+# regress class-agnostic boxes (Detectron2 requires it there too).
+_C.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = False
+# Norm after each 3x3 conv of the mask head, as ROI_BOX_HEAD.NORM.
+_C.MODEL.ROI_MASK_HEAD.NORM = ""
+# Norm after the FPN's lateral and output convs, as ROI_BOX_HEAD.NORM (Detectron2's FPN.NORM).
+_C.MODEL.FPN.NORM = ""
+# 3x3 convs (with ReLU) of the RPN head before its two 1x1 predictors (Detectron2's new baselines: 2).
+_C.MODEL.RPN.NUM_CONV = 1
+_C.MODEL.ROI_BOX_CASCADE_HEAD = CN()
+# The stages' foreground IoU thresholds (training); the first must equal MODEL.ROI_HEADS.IOU_THRESHOLDS[0].
+# Stage k > 0 trains on stage k-1's regressed boxes (all of them, no new sampling), labelled at IOUS[k].
+_C.MODEL.ROI_BOX_CASCADE_HEAD.IOUS = (0.5, 0.6, 0.7)
+# Box-delta weights (wx, wy, ww, wh) of each stage: finer boxes, larger weights (the paper's and
+# Detectron2's values: the deltas' spread shrinks stage by stage). One entry per stage of IOUS.
+_C.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0),
+                                                   (30.0, 30.0, 15.0, 15.0))
+
 
 
 

@@ -344,11 +344,19 @@ _C.INPUT.RESIZE_BACKEND = "opencv"
 _C.INPUT.RANDOM_FLIP_PROB = 0.5
 # Large-scale jitter (Ghiasi et al. 2021) instead of the multi-scale resize.
 _C.INPUT.LSJ = CN()
-# On/off; then the longer side goes to IMAGE_SIZE, is scaled by a random factor in SCALE_RANGE, and the
-# result is padded/cropped to IMAGE_SIZE x IMAGE_SIZE.
+# On/off; then the image is resized to fit IMAGE_SIZE x IMAGE_SIZE times a random factor in SCALE_RANGE
+# (one resize), and a random IMAGE_SIZE x IMAGE_SIZE window of it is taken, padded at the bottom/right
+# where the image is smaller: every training image is IMAGE_SIZE x IMAGE_SIZE.
 _C.INPUT.LSJ.ENABLED = False
 _C.INPUT.LSJ.IMAGE_SIZE = 1024
 _C.INPUT.LSJ.SCALE_RANGE = (0.1, 2.0)
+# --- LSJ as Detectron2's new baselines (resdet/data/transforms.py) ---
+# Pixel value (0-255, every channel) of the padding that fills an image smaller than IMAGE_SIZE up to the
+# square, as Detectron2's FixedSizeCrop pads (128).
+_C.INPUT.LSJ.PAD_VALUE = 128.0
+# With masks (MODEL.MASK_ON), each box becomes its cropped mask's tight box, and instances whose mask the
+# crop emptied are dropped (Detectron2's recompute_boxes); False keeps the boxes clipped to the crop.
+_C.INPUT.LSJ.RECOMPUTE_BOXES = True
 # Batch training images of similar aspect ratio (wide with wide, tall with tall): less padding.
 _C.INPUT.ASPECT_RATIO_GROUPING = True
 
@@ -467,6 +475,10 @@ _C.DIST = CN()
 # that fails or is killed ends a torchrun job at once (torchrun stops the others); this bounds the wait
 # only where the launcher does not stop them.
 _C.DIST.TIMEOUT_MINUTES = 30.0
+# --- new-baselines recipe (engine/build.py prepare_model) ---
+# All-reduce DDP's gradients in fp16 (torch's fp16_compress_hook: half the traffic; the gradients are
+# rounded to fp16 on the way and averaged there): Detectron2's ddp.fp16_compression of its new baselines.
+_C.DIST.FP16_COMPRESSION = False
 
 # ----------------------------------------------------------------------------------------------------
 # Misc

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Draw what the model is trained on: a config's training images after its augmentation (resize or
+r"""Draw what the model is trained on: a config's training images after its augmentation (resize or
 large-scale jitter, crop and padding, flip), with their boxes and masks, in one picture per batch.
 
     python tools/show_augmentation.py configs/new_baselines/mask_rcnn_r50_fpn_100ep_lsj.yaml \\
@@ -22,8 +22,11 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=8, help="images per picture")
     p.add_argument("--output", default="output/augmentation")
     p.add_argument("--seed", type=int, default=0, help="augmentation and image-order seed")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = p.parse_args(argv)
+    # KEY VALUE overrides anywhere after the config (the flags may come after them too)
+    args, opts = p.parse_known_args(argv)
+    bad = [o for o in opts[::2] if o.startswith("--")]
+    if bad or len(opts) % 2:
+        p.error(f"unknown option(s) {bad}" if bad else f"config overrides come as KEY VALUE pairs; got {opts}")
     if args.batches < 1 or args.batch_size < 1:
         raise SystemExit(f"--batches and --batch-size must be >= 1; got {args.batches}, {args.batch_size}")
 
@@ -35,7 +38,7 @@ def main(argv=None):
     from resdet.data.transforms import DetectionMapper
     from resdet.utils.visualize import draw_instances, make_grid_image, save_image
 
-    cfg = load_config(args.config, args.opts)
+    cfg = load_config(args.config, opts)
     register_from_config(cfg)
     records, meta = load_train_records(cfg.DATASETS.TRAIN, cfg.DATASETS.FILTER_EMPTY_ANNOTATIONS, "none",
                                        instances_without_mask="ignore" if cfg.MODEL.MASK_ON else "keep")

@@ -17,7 +17,9 @@ reference (above 1: ours is faster):
   train_cls's eager step (Trainer + the on-device pad-crop-flip DeviceBatches) against a bare eager loop
   over the same network (torchvision has no CIFAR ResNet): batches indexed from the same device tensor,
   torchvision.transforms.v2 crop and flip;
-- counts: host reads and kernel launches per step, ours vs torchvision's (resdet/benchmarks/counts.py).
+- counts: host reads and kernel launches per step, ours vs torchvision's (resdet/benchmarks/counts.py);
+- cascade: Cascade Mask R-CNN R50-FPN against resdet's own Mask R-CNN R50-FPN (torchvision has no cascade),
+  training and inference images/s, AMP fp16 on CUDA (resdet/benchmarks/cascade.py).
 Writes OUTPUT/benchmark.json (settings, device, every row) and OUTPUT/benchmark.md (the table). Parts
 that would start after --max-minutes are skipped and listed as such.
 """
@@ -44,7 +46,7 @@ from resdet.runs.cli import image_size
 __all__ = ["PARTS", "run_suite", "format_markdown", "main"]
 
 _CONFIGS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
-PARTS = ("detection", "resnet50", "cifar", "counts")
+PARTS = ("detection", "resnet50", "cifar", "counts", "cascade")
 
 
 def _sync(device: torch.device) -> None:
@@ -306,7 +308,15 @@ def counts_rows(args, device: torch.device, log: Callable[[str], None]) -> List[
     return rows
 
 
-_PART_FUNCTIONS = {"detection": detection_rows, "resnet50": resnet50_rows, "cifar": cifar_rows, "counts": counts_rows}
+def cascade_rows(args, device: torch.device, log: Callable[[str], None]) -> List[Dict[str, Any]]:
+    """Cascade Mask R-CNN against resdet's Mask R-CNN, training and inference img/s (benchmarks/cascade.py)."""
+    from resdet.benchmarks.cascade import suite_rows
+
+    return suite_rows(args, device, log, _row)
+
+
+_PART_FUNCTIONS = {"detection": detection_rows, "resnet50": resnet50_rows, "cifar": cifar_rows, "counts": counts_rows,
+                   "cascade": cascade_rows}
 
 
 # ---------------------------------------------------------------------------------------------------

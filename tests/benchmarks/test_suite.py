@@ -22,7 +22,8 @@ def test_gpu_suite_rehearsal_on_cpu(tmp_path, one_thread, capsys):
         ("detection", "train", "bf16"), ("detection", "infer", "bf16"),
         ("resnet50", "train", "bf16+channels_last"), ("cifar", "train (eager step)", "fp32"),
         ("counts", "inference", "fp32"), ("counts", "inference", "fp32"),
-        ("counts", "train step", "fp32"), ("counts", "train step", "fp32")]
+        ("counts", "train step", "fp32"), ("counts", "train step", "fp32"),
+        ("cascade", "train", "fp32"), ("cascade", "infer", "fp32")]
     for r in rows:
         assert r["resdet"] > 0 and r["reference"] > 0 and r["ratio"] == pytest.approx(r["resdet"] / r["reference"])
     counts = {(r["mode"], r["unit"]): r for r in rows if r["part"] == "counts"}
@@ -37,6 +38,8 @@ def test_gpu_suite_rehearsal_on_cpu(tmp_path, one_thread, capsys):
     table = (tmp_path / "benchmark.md").read_text()
     assert table.count("\n| detection | Mask R-CNN R50-FPN |") == 4 and "| resnet50 |" in table and "| cifar |" in table
     assert table.count("\n| counts | Mask R-CNN R50-FPN |") == 4
+    assert table.count("\n| cascade | Cascade Mask R-CNN R50-FPN |") == 2
+    assert rows[-1]["reference_name"] == "resdet Mask R-CNN R50-FPN (standard heads)"
     assert "ratio = resdet / reference" in table
     assert "Saved" in capsys.readouterr().out
 
@@ -44,7 +47,8 @@ def test_gpu_suite_rehearsal_on_cpu(tmp_path, one_thread, capsys):
 def test_gpu_suite_skips_parts_past_its_time_limit(tmp_path):
     assert main(["--suite", "gpu", *TINY, "--max-minutes", "0", "--output", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "benchmark.json").read_text())
-    assert report["rows"] == [] and [s["part"] for s in report["skipped"]] == ["detection", "resnet50", "cifar", "counts"]
+    assert report["rows"] == [] and [s["part"] for s in report["skipped"]] == ["detection", "resnet50", "cifar", "counts",
+                                                                               "cascade"]
     assert "Skipped: detection (--max-minutes 0.0 spent" in (tmp_path / "benchmark.md").read_text()
 
 

@@ -286,3 +286,23 @@ def test_host_reads_within_budget(cascade):
     for n in (1, 8):
         c = _counts(model, cfg, n, "infer")
         assert c.host_reads == 5, c.summary()
+
+
+def test_trains_and_infers_under_bf16_autocast_in_channels_last(cascade):
+    """Half-precision logits and deltas (the stages decode and score in float32) and a channels_last model:
+    finite losses, gradients in every stage, and ranked detections (small images: bf16 is slow on a CPU)."""
+    model = _livelier(cascade).to(memory_format=torch.channels_last).train()
+    images = [torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(0)) * 255]
+    targets = [_target(64, 80, [[10, 10, 50, 40], [40, 20, 75, 60]], [1, 2])]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    sum(losses.values()).backward()
+    for k in range(3):
+        g = model.roi_heads.box_predictors[k].bbox_pred.weight.grad
+        assert g is not None and g.abs().sum() > 0, k
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(images)
+    assert all(len(o["scores"]) > 0 and o["boxes"].dtype == torch.float32 for o in out)
+    assert all((o["scores"][:-1] >= o["scores"][1:]).all() for o in out)

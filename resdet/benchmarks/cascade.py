@@ -25,7 +25,7 @@ from resdet.detection.rcnn import build_detection_model
 from .counts import count_inference, count_training_step
 from .detection import _make_steps, _sync, synthetic_batch
 
-__all__ = ["build_cascade_pair", "time_cascade", "cascade_count_rows", "format_cascade_rows"]
+__all__ = ["build_cascade_pair", "time_cascade", "cascade_count_rows", "format_cascade_rows", "main_cascade_counts"]
 
 _CONFIGS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
 MODELS = ("cascade", "standard")
@@ -112,7 +112,8 @@ def cascade_count_rows(height: int, width: int, batches: Sequence[int] = (1, 8),
     rows = []
     with force_packed_nms(True):
         for batch in batches:
-            models = build_cascade_pair(num_classes, device, shrink, overrides)
+            given = {k: v for k, v in (("shrink", shrink), ("overrides", tuple(overrides))) if v}
+            models = build_cascade_pair(num_classes, device, **given)
             images, targets = synthetic_batch(batch, height, width, boxes_per_image, num_classes, True, device)
             for mode in modes:
                 for name, model in models.items():
@@ -167,3 +168,26 @@ def suite_rows(args, device: torch.device, log: Callable[[str], None], make_row)
         log(f"  cascade {mode}: {c['img_per_s']:.2f} img/s, standard {s['img_per_s']:.2f} img/s, "
             f"ratio {c['img_per_s'] / s['img_per_s']:.2f}x")
     return rows
+
+
+def main_cascade_counts(args) -> int:
+    """`--counts --arch cascade`: Cascade Mask R-CNN's reads and ops against our standard Mask R-CNN's."""
+    import json
+
+    amp = args.amp if args.amp is not None else ("fp16" if args.device.startswith("cuda") else "")
+    h, w = args.size
+    rows = cascade_count_rows(h, w, args.count_batches, args.device, amp, args.boxes,
+                              progress=lambda r: print(f"  cascade {r['mode']} batch {r['batch']} {r['model']}: "
+                                                       f"{r['host_reads']} host reads, {r['aten_ops']} aten ops",
+                                                       flush=True))
+    if args.json:
+        with open(args.json, "a", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps({k: v for k, v in r.items() if k != "summary"}) + "\n")
+    print(f"device: {args.device}, torch {torch.__version__}, amp {amp or 'fp32'}; Cascade Mask R-CNN vs resdet's "
+          "Mask R-CNN R50-FPN, per training step and per inference call; ratio = cascade / standard aten ops")
+    print(format_cascade_rows(rows))
+    for r in rows:
+        if r["model"] == "cascade":
+            print(f"\ncascade {r['mode']} batch {r['batch']}: {r['summary']}")
+    return 0

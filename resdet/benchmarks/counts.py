@@ -149,8 +149,6 @@ def main_counts(args) -> int:
 
     amp = args.amp if args.amp is not None else ("fp16" if args.device.startswith("cuda") else "")
     h, w = args.size
-    if args.arch == "cascade":  # ours against ours: torchvision has no cascade (benchmarks/cascade.py)
-        return _main_cascade_counts(args, amp, h, w)
     archs = ["fasterrcnn", "maskrcnn"] if args.arch == "both" else [args.arch]
     rows = []
     for arch in archs:
@@ -171,25 +169,3 @@ def main_counts(args) -> int:
             print(f"\nresdet {r['arch']} {r['mode']} batch {r['batch']}: {r['summary']}")
     return 0
 
-
-def _main_cascade_counts(args, amp: str, h: int, w: int) -> int:
-    """`--counts --arch cascade`: Cascade Mask R-CNN's reads and ops against our standard Mask R-CNN's."""
-    import json
-
-    from .cascade import cascade_count_rows, format_cascade_rows
-
-    rows = cascade_count_rows(h, w, args.count_batches, args.device, amp, args.boxes,
-                              progress=lambda r: print(f"  cascade {r['mode']} batch {r['batch']} {r['model']}: "
-                                                       f"{r['host_reads']} host reads, {r['aten_ops']} aten ops",
-                                                       flush=True))
-    if args.json:
-        with open(args.json, "a", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps({k: v for k, v in r.items() if k != "summary"}) + "\n")
-    print(f"device: {args.device}, torch {torch.__version__}, amp {amp or 'fp32'}; Cascade Mask R-CNN vs resdet's "
-          "Mask R-CNN R50-FPN, per training step and per inference call; ratio = cascade / standard aten ops")
-    print(format_cascade_rows(rows))
-    for r in rows:
-        if r["model"] == "cascade":
-            print(f"\ncascade {r['mode']} batch {r['batch']}: {r['summary']}")
-    return 0

@@ -86,6 +86,10 @@ def main(argv=None) -> int:
     if args.exported:
         return _main_exported(args)
     if args.counts:
+        if args.arch == "cascade":  # ours against ours: torchvision has no cascade (benchmarks/cascade.py)
+            from .cascade import main_cascade_counts
+
+            return main_cascade_counts(args)
         from .counts import main_counts
 
         return main_counts(args)

@@ -7,7 +7,7 @@ from typing import Callable, Dict, Optional, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import conv_norm, head_norm
+from .layers import conv_norm, head_norm, init_conv
 
 __all__ = ["FPN"]
 
@@ -26,12 +26,13 @@ class FPN(nn.Module):
             raise ValueError(f"FPN: in_channels {list(in_channels)}, in_features {list(in_features)} and "
                              f"in_strides {list(in_strides)} must be non-empty and of equal length")
         self.in_features = list(in_features)
-        # "c2_xavier" init of Detectron2 / torchvision's FPN; with a norm (Detectron2's FPN.NORM), each conv
-        # is followed by it and has no bias
-        self.lateral_convs = nn.ModuleList(conv_norm(c, out_channels, 1, norm, relu=False, init="xavier")
+        # with a norm (Detectron2's FPN.NORM), each conv is followed by it and has no bias
+        self.lateral_convs = nn.ModuleList(conv_norm(c, out_channels, 1, norm, relu=False, init=None)
                                            for c in in_channels)
-        self.output_convs = nn.ModuleList(conv_norm(out_channels, out_channels, 3, norm, relu=False, init="xavier")
+        self.output_convs = nn.ModuleList(conv_norm(out_channels, out_channels, 3, norm, relu=False, init=None)
                                           for _ in in_channels)
+        for block in list(self.lateral_convs) + list(self.output_convs):  # "c2_xavier" init of Detectron2 /
+            init_conv(block, "xavier")  # torchvision's FPN, drawn after every conv exists (as always)
         self.top_block_pool = top_block_pool
         strides = [int(s) for s in in_strides]
         self.out_features = [f"p{s.bit_length() - 1}" for s in strides]  # stride 4 -> "p2"

@@ -12,7 +12,7 @@ from fvcore.common.registry import Registry
 from torchvision.ops import roi_align
 
 from .box_ops import BoxCoder, aligned_iou, match_boxes, sample_slots
-from .layers import conv_norm, head_norm, run_conv
+from .layers import conv_norm, conv_of, head_norm, run_conv
 from .poolers import ROIPooler
 from .postprocess import select_detections
 from .structures import GroundTruth, host_tensor
@@ -75,11 +75,13 @@ class MaskHead(nn.Module):
                  norm: Optional[Callable[[int], nn.Module]] = None):
         super().__init__()
         dims = [in_channels] + [conv_dim] * num_conv
-        self.convs = nn.ModuleList(conv_norm(a, b, 3, norm) for a, b in zip(dims[:-1], dims[1:]))
+        self.convs = nn.ModuleList(conv_norm(a, b, 3, norm, init=None) for a, b in zip(dims[:-1], dims[1:]))
         self.deconv = nn.ConvTranspose2d(dims[-1], conv_dim, 2, stride=2)
         self.predictor = nn.Conv2d(conv_dim, num_classes + 1, 1)
-        nn.init.kaiming_normal_(self.deconv.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.constant_(self.deconv.bias, 0)
+        for m in [conv_of(c) for c in self.convs] + [self.deconv]:  # the draws in their order before norms
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.constant_(self.predictor.bias, 0)
 

@@ -1,6 +1,9 @@
 """Cascade Mask R-CNN exported to ONNX (run by onnxruntime) and to an ExportedProgram (run where resdet cannot
 be imported) gives the eager model's detections, as Faster / Mask R-CNN do (test_detection_export.py): same
-count and labels, boxes within 1e-4 relative, scores within 1e-5, mask probabilities within 1e-4.
+count and labels, boxes within 1e-4 relative, mask probabilities within 1e-4, scores within 1e-5 from the
+ExportedProgram and 5e-5 from onnxruntime (measured 1.7e-5: a score is the mean of three stages, each
+pooling the previous stage's regressed boxes through GroupNorm heads, so onnxruntime's float differences
+from torch's pass through three box heads instead of one).
 
 Small and cheap: ResNet-18, a 32-channel FPN with GroupNorm, 4conv1fc box heads with GroupNorm (the new
 baselines' head shape), photographs at 96-192 px, 100 proposals; one dynamic-shape export per format.
@@ -86,7 +89,7 @@ def test_onnxruntime_gives_the_eager_cascade_detections(cascade):
     assert meta["architecture"] == "Cascade Mask R-CNN"
     runner = ExportedDetector(meta["path"])
     for images, eager in zip(cascade["batches"], cascade["eager"]):
-        assert_detections_equal(runner.run(*padded(images)), eager, "onnx cascade")
+        assert_detections_equal(runner.run(*padded(images)), eager, "onnx cascade", score_atol=5e-5)
 
 
 def test_exported_program_gives_the_eager_cascade_detections_without_resdet(cascade):

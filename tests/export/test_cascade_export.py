@@ -3,7 +3,8 @@ be imported) gives the eager model's detections, as Faster / Mask R-CNN do (test
 count and labels, boxes within 1e-4 relative, mask probabilities within 1e-4, scores within 1e-5 from the
 ExportedProgram and 5e-5 from onnxruntime (measured 1.7e-5: a score is the mean of three stages, each
 pooling the previous stage's regressed boxes through GroupNorm heads, so onnxruntime's float differences
-from torch's pass through three box heads instead of one).
+from torch's pass through three box heads instead of one; detections whose scores lie within 1e-4 of each
+other are compared in label/box order, since their order is that noise).
 
 Small and cheap: ResNet-18, a 32-channel FPN with GroupNorm, 4conv1fc box heads with GroupNorm (the new
 baselines' head shape), photographs at 96-192 px, 100 proposals; one dynamic-shape export per format.

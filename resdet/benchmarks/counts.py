@@ -168,4 +168,3 @@ def main_counts(args) -> int:
         if r["model"] == "resdet":
             print(f"\nresdet {r['arch']} {r['mode']} batch {r['batch']}: {r['summary']}")
     return 0
-

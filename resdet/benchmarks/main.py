@@ -53,7 +53,8 @@ def main(argv=None) -> int:
     p.add_argument("--cifar", action="store_true",
                    help="time the CIFAR training step instead, eager vs compiled / CUDA graph "
                         "(see `--cifar --help`; resdet/benchmarks/cifar.py)")
-    p.add_argument("--arch", choices=["maskrcnn", "fasterrcnn", "both"], default="both")
+    p.add_argument("--arch", choices=["maskrcnn", "fasterrcnn", "both", "cascade"], default="both",
+                   help="cascade: Cascade Mask R-CNN against resdet's Mask R-CNN (benchmarks/cascade.py)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--size", type=image_size, default=(800, 1216), help="N (square) or HxW")
     p.add_argument("--batch", type=int, default=2)
@@ -121,6 +122,10 @@ def main(argv=None) -> int:
     if args.exported:
         return _main_exported(args)
     if args.counts:
+        if args.arch == "cascade":  # ours against ours: torchvision has no cascade (benchmarks/cascade.py)
+            from .cascade import main_cascade_counts
+
+            return main_cascade_counts(args)
         from .counts import main_counts
 
         return main_counts(args)
@@ -136,6 +141,8 @@ def main(argv=None) -> int:
     # never cudnn.benchmark: detection shapes change every step (the mask head's batch size, above all)
     torch.backends.cudnn.benchmark = False
     h, w = args.size
+    if args.arch == "cascade":
+        return _main_cascade(args, amp)
     archs = ["fasterrcnn", "maskrcnn"] if args.arch == "both" else [args.arch]
     rows = []
     for arch in archs:
@@ -146,6 +153,18 @@ def main(argv=None) -> int:
     print(f"{_device_line(args.device)}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"ratio = resdet img/s / torchvision img/s")
     print(format_table(rows))
+    return 0
+
+
+def _main_cascade(args, amp: str) -> int:
+    from .cascade import format_cascade_rows, time_cascade
+
+    h, w = args.size
+    rows = time_cascade(h, w, args.batch, args.iters, args.warmup, args.device, amp, args.boxes,
+                        progress=lambda r: print(f"  {r['model']} {r['mode']}: {r['img_per_s']:.2f} img/s", flush=True))
+    _append_json(args.json, rows)
+    print(f"{_device_line(args.device)}, torch {torch.__version__}; ratio = cascade img/s / standard heads' img/s")
+    print(format_cascade_rows(rows))
     return 0
 
 

@@ -26,6 +26,8 @@ The rows (suite_parts.py says how each is measured):
   training step and inference call, ours vs torchvision's (resdet/benchmarks/counts.py);
 - nms: the RPN's NMS at batch 8, ours batched (the GPU branch) against one torchvision call per group
   and against torchvision's batched_nms.
+- cascade: Cascade Mask R-CNN R50-FPN against resdet's own Mask R-CNN R50-FPN (torchvision has no
+  cascade), training and inference images/s, AMP fp16 on CUDA (resdet/benchmarks/cascade.py).
 """
 from __future__ import annotations
 

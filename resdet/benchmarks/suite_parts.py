@@ -380,11 +380,26 @@ def nms_rows(args, device: torch.device, log: Callable[[str], None], emit: Calla
     return rows
 
 
-PARTS = ("detection", "resnet50", "cifar", "counts", "nms")
+def cascade_rows(args, device: torch.device, log: Callable[[str], None], emit: Callable = None) -> List[Dict[str, Any]]:
+    """Cascade Mask R-CNN R50-FPN against resdet's Mask R-CNN R50-FPN (torchvision has no cascade): training
+    and inference images/s at --det-size and --det-batch, AMP fp16 on CUDA (benchmarks/cascade.py)."""
+    from resdet.benchmarks.cascade import suite_rows
+
+    emit = emit or (lambda row: None)
+    if out_of_time(args):
+        _skip_rest("cascade", "Cascade Mask R-CNN R50-FPN", emit)
+        return []
+    rows = suite_rows(args, device, log, _row)
+    for r in rows:
+        emit(r)
+    return rows
+
+
+PARTS = ("detection", "resnet50", "cifar", "counts", "nms", "cascade")
 # each part's time limit on one H100/H200 (minutes): about twice what it is expected to take there
-PART_MINUTES = {"detection": 5.0, "resnet50": 2.0, "cifar": 3.0, "counts": 3.0, "nms": 1.5}
+PART_MINUTES = {"detection": 5.0, "resnet50": 2.0, "cifar": 3.0, "counts": 3.0, "nms": 1.5, "cascade": 2.0}
 PART_FUNCTIONS = {"detection": detection_rows, "resnet50": resnet50_rows, "cifar": cifar_rows, "counts": counts_rows,
-                  "nms": nms_rows}
+                  "nms": nms_rows, "cascade": cascade_rows}
 
 
 def _fmt(v: Optional[float], digits: int = 2) -> str:

@@ -50,7 +50,7 @@ _C.MODEL.BACKBONE.SHORTCUT = ""
 # Normalisation: "BN", "FrozenBN" (fixed statistics and affine, for fine-tuning detection),
 # "SyncBN" (statistics over all DDP processes), "GN" (GroupNorm, for detection from scratch).
 _C.MODEL.BACKBONE.NORM = "BN"
-# Number of groups when NORM is "GN".
+# Number of groups when NORM is "GN" (also for the FPN's and the heads' GN: MODEL.FPN.NORM, ROI_*_HEAD.NORM).
 _C.MODEL.BACKBONE.GN_GROUPS = 32
 # Freeze the stem (1) and the first N-1 residual stages (2 freezes stem + res2, ... 5 freezes up to res5);
 # 0 freezes nothing. Frozen parts keep requires_grad=False and their norms in eval behaviour.
@@ -150,6 +150,39 @@ _C.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "ROIAlignV2"
 # per call and shared by all channels, backward on every core; torchvision's result up to float
 # rounding) or "torchvision" (its CPU kernel: one thread in the backward). GPUs always use torchvision's.
 _C.MODEL.POOLER_CPU_KERNEL = "resdet"
+
+# ---------------------------------------------------------------------------- #
+# Cascade R-CNN, head norms and the new-baselines head shapes (resdet/detection/cascade.py, roi_heads.py,
+# layers.py, fpn.py, rpn.py)
+# ---------------------------------------------------------------------------- #
+# The RoI heads: "StandardROIHeads" (Faster / Mask R-CNN) or "CascadeROIHeads" (Cai and Vasconcelos 2018:
+# box stages at rising IoU thresholds, MODEL.ROI_BOX_CASCADE_HEAD; needs CLS_AGNOSTIC_BBOX_REG).
+_C.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
+# 3x3 convs (each conv, norm, ReLU) before the box head's fully connected layers, and their width: 0 is
+# the 2fc head; NUM_CONV 4 with NUM_FC 1 is Detectron2's "4conv1fc" head.
+_C.MODEL.ROI_BOX_HEAD.NUM_CONV = 0
+_C.MODEL.ROI_BOX_HEAD.CONV_DIM = 256
+# Norm after each conv of the box head: "" (none), "BN", "SyncBN" (statistics over all processes) or "GN"
+# (MODEL.BACKBONE.GN_GROUPS groups).
+_C.MODEL.ROI_BOX_HEAD.NORM = ""
+# One box regression for all classes (4 outputs) instead of one per class (4 (K + 1)); the cascade's stages
+# regress class-agnostic boxes (Detectron2 requires it there too).
+_C.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = False
+# Norm after each 3x3 conv of the mask head, as ROI_BOX_HEAD.NORM.
+_C.MODEL.ROI_MASK_HEAD.NORM = ""
+# Norm after the FPN's lateral and output convs, as ROI_BOX_HEAD.NORM (Detectron2's FPN.NORM).
+_C.MODEL.FPN.NORM = ""
+# 3x3 convs (with ReLU) of the RPN head before its two 1x1 predictors (Detectron2's new baselines: 2).
+_C.MODEL.RPN.NUM_CONV = 1
+_C.MODEL.ROI_BOX_CASCADE_HEAD = CN()
+# The stages' foreground IoU thresholds (training); the first must equal MODEL.ROI_HEADS.IOU_THRESHOLDS[0].
+# Stage k > 0 trains on stage k-1's regressed boxes (all of them, no new sampling), labelled at IOUS[k].
+_C.MODEL.ROI_BOX_CASCADE_HEAD.IOUS = (0.5, 0.6, 0.7)
+# Box-delta weights (wx, wy, ww, wh) of each stage: finer boxes, larger weights (the paper's and
+# Detectron2's values: the deltas' spread shrinks stage by stage). One entry per stage of IOUS.
+_C.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0),
+                                                   (30.0, 30.0, 15.0, 15.0))
+
 
 
 
@@ -317,11 +350,19 @@ _C.INPUT.RESIZE_BACKEND = "opencv"
 _C.INPUT.RANDOM_FLIP_PROB = 0.5
 # Large-scale jitter (Ghiasi et al. 2021) instead of the multi-scale resize.
 _C.INPUT.LSJ = CN()
-# On/off; then the longer side goes to IMAGE_SIZE, is scaled by a random factor in SCALE_RANGE, and the
-# result is padded/cropped to IMAGE_SIZE x IMAGE_SIZE.
+# On/off; then the image is resized to fit IMAGE_SIZE x IMAGE_SIZE times a random factor in SCALE_RANGE
+# (one resize), and a random IMAGE_SIZE x IMAGE_SIZE window of it is taken, padded at the bottom/right
+# where the image is smaller: every training image is IMAGE_SIZE x IMAGE_SIZE.
 _C.INPUT.LSJ.ENABLED = False
 _C.INPUT.LSJ.IMAGE_SIZE = 1024
 _C.INPUT.LSJ.SCALE_RANGE = (0.1, 2.0)
+# --- LSJ as Detectron2's new baselines (resdet/data/transforms.py) ---
+# Pixel value (0-255, every channel) of the padding that fills an image smaller than IMAGE_SIZE up to the
+# square, as Detectron2's FixedSizeCrop pads (128).
+_C.INPUT.LSJ.PAD_VALUE = 128.0
+# With masks (MODEL.MASK_ON), each box becomes its cropped mask's tight box, and instances whose mask the
+# crop emptied are dropped (Detectron2's recompute_boxes); False keeps the boxes clipped to the crop.
+_C.INPUT.LSJ.RECOMPUTE_BOXES = True
 # Batch training images of similar aspect ratio (wide with wide, tall with tall): less padding.
 _C.INPUT.ASPECT_RATIO_GROUPING = True
 
@@ -446,6 +487,10 @@ _C.DIST = CN()
 # that fails or is killed ends a torchrun job at once (torchrun stops the others); this bounds the wait
 # only where the launcher does not stop them.
 _C.DIST.TIMEOUT_MINUTES = 30.0
+# --- new-baselines recipe (engine/build.py prepare_model) ---
+# All-reduce DDP's gradients in fp16 (torch's fp16_compress_hook: half the traffic; the gradients are
+# rounded to fp16 on the way and averaged there): Detectron2's ddp.fp16_compression of its new baselines.
+_C.DIST.FP16_COMPRESSION = False
 
 # ----------------------------------------------------------------------------------------------------
 # Misc

@@ -5,8 +5,10 @@ tensor (0-255, RGB) and a target dict `boxes` [N,4] float32 xyxy, `labels` [N] i
 [N,H,W] uint8 (with masks on), plus `image_id` and `orig_size` (original [height, width]).
 
 Training: shorter side resized to a size drawn from `min_size_train` (longer side capped at `max_size`),
-horizontal flip; or large-scale jitter (Ghiasi et al. 2021): longer side to `lsj_size`, random scale
-in `lsj_scale`, pad and crop to `lsj_size` x `lsj_size`. Test: shorter side to `min_size_test`.
+horizontal flip; or large-scale jitter (Ghiasi et al. 2021, as Detectron2's new baselines): one resize to
+fit `lsj_size` x `lsj_size` times a random scale in `lsj_scale`, a random `lsj_size` square crop with
+bottom/right padding (every image exactly that size), flip, and boxes recomputed from the cropped masks.
+Test: shorter side to `min_size_test`.
 Crowd regions never reach the model in training (they are for the evaluator). Boxes that a crop or
 scale leaves with no area are dropped together with their masks (albumentations tells which survive
 through the `ann_index` label field).
@@ -42,7 +44,7 @@ from albumentations.augmentations.geometric import functional as fgeometric  # n
 
 from .jpeg import read_image_fast
 
-__all__ = ["ResizeShortestEdge", "build_augmentation", "DetectionMapper", "annotations_to_masks", "instance_masks_at",
+__all__ = ["ResizeShortestEdge", "ResizeScale", "build_augmentation", "mask_boxes", "DetectionMapper", "annotations_to_masks", "instance_masks_at",
            "RESIZE_BACKENDS"]
 
 RESIZE_BACKENDS = ("opencv", "torch")
@@ -110,6 +112,26 @@ class ResizeShortestEdge(A.SmallestMaxSize):
         return {"scale": scale}
 
 
+class ResizeScale(ResizeShortestEdge):
+    """Large-scale jitter's resize (Detectron2's ResizeScale, after the TPU detection models'
+    resize_and_crop_image): the image is scaled to fit a `target` x `target` square times a factor drawn
+    uniformly from `scale_range`, aspect ratio kept, in one resize (a fit to the square followed by a
+    random scale would resample twice). Sides are rounded as RESIZE_ROUNDING says (Detectron2: round)."""
+
+    def __init__(self, target: int, scale_range: Tuple[float, float], rounding: str = "round", **kwargs):
+        lo, hi = (float(v) for v in scale_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"lsj_scale must be (low, high) with 0 < low <= high, got {tuple(scale_range)}")
+        if target <= 0:
+            raise ValueError(f"lsj_size must be positive, got {target}")
+        super().__init__(max_size=int(target), max_longer=int(target), rounding=rounding, backend="opencv", **kwargs)
+        self.target, self.scale_range = int(target), (lo, hi)
+
+    def get_params_dependent_on_data(self, params: Dict[str, Any], data: Dict[str, Any]) -> Dict[str, Any]:
+        h, w = params["shape"][:2]
+        return {"scale": self.py_random.uniform(*self.scale_range) * self.target / max(h, w)}
+
+
 def build_augmentation(
     is_train: bool,
     min_size_train: Sequence[int] = (640, 672, 704, 736, 768, 800),
@@ -121,20 +143,23 @@ def build_augmentation(
     lsj_scale: Tuple[float, float] = (0.1, 2.0),
     resize_rounding: str = "round",
     resize_backend: str = "opencv",
+    lsj_pad_value: float = 128.0,
 ) -> A.Compose:
     """The albumentations pipeline, with boxes in pascal_voc (xyxy absolute) and an `ann_index` field.
-    It records what it applied (`save_applied_params`): the mapper reads whether an image was flipped."""
+    It records what it applied (`save_applied_params`): the mapper reads whether an image was flipped.
+
+    Large-scale jitter is Detectron2's new-baselines pipeline: `ResizeScale` (fit to lsj_size x lsj_size
+    times a factor from lsj_scale), then its FixedSizeCrop, which albumentations' RandomCrop with padding
+    is: a random lsj_size x lsj_size window where the image is larger, padding at the bottom and right
+    (pixels `lsj_pad_value`, Detectron2's 128; masks 0) where it is smaller, so every training image is
+    exactly lsj_size x lsj_size; then the flip."""
     if not is_train:
         ops = [ResizeShortestEdge(int(min_size_test), max_size, rounding=resize_rounding, backend=resize_backend)]
     elif lsj:
-        lo, hi = lsj_scale
-        if not 0 < lo <= hi:
-            raise ValueError(f"lsj_scale must be (low, high) with 0 < low <= high, got {tuple(lsj_scale)}")
         ops = [
-            A.LongestMaxSize(max_size=lsj_size),
-            A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), p=1.0),
-            A.PadIfNeeded(lsj_size, lsj_size, position="top_left", border_mode=0, fill=0, fill_mask=0),
-            A.RandomCrop(lsj_size, lsj_size),
+            ResizeScale(lsj_size, lsj_scale, rounding=resize_rounding),
+            A.RandomCrop(lsj_size, lsj_size, pad_if_needed=True, pad_position="top_left", border_mode=0,
+                         fill=float(lsj_pad_value), fill_mask=0),
         ]
     else:
         sizes = [int(s) for s in (min_size_train if isinstance(min_size_train, (list, tuple)) else [min_size_train])]
@@ -246,9 +271,13 @@ class DetectionMapper:
     # pipelines of these alone only scale and mirror: masks can be made afterwards at the output size
     _SCALE_AND_FLIP = (ResizeShortestEdge, A.HorizontalFlip)
 
-    def __init__(self, is_train: bool, mask_on: bool = True, augmentation: Optional[A.Compose] = None, **aug_kwargs):
+    def __init__(self, is_train: bool, mask_on: bool = True, augmentation: Optional[A.Compose] = None,
+                 recompute_boxes: bool = False, **aug_kwargs):
         self.is_train = is_train
         self.mask_on = mask_on
+        # boxes from the augmented masks (Detectron2's recompute_boxes, set with LSJ): a crop clips a box to
+        # the window, but the object's visible part can be much smaller than the clipped box
+        self.recompute_boxes = recompute_boxes
         self.augmentation = augmentation if augmentation is not None else build_augmentation(is_train, **aug_kwargs)
         self.masks_after_augmentation = bool(getattr(self.augmentation, "save_applied_params", False)) and all(
             isinstance(t, self._SCALE_AND_FLIP) for t in self.augmentation.transforms)
@@ -267,6 +296,8 @@ class DetectionMapper:
             "lsj_scale": tuple(cfg.INPUT.LSJ.SCALE_RANGE),
             "resize_rounding": cfg.INPUT.RESIZE_ROUNDING,
             "resize_backend": cfg.INPUT.RESIZE_BACKEND,
+            "lsj_pad_value": cfg.INPUT.LSJ.PAD_VALUE,
+            "recompute_boxes": bool(cfg.INPUT.LSJ.ENABLED and cfg.INPUT.LSJ.RECOMPUTE_BOXES and cfg.MODEL.MASK_ON),
         }
 
     def __call__(self, record: dict) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
@@ -302,5 +333,21 @@ class DetectionMapper:
                     masks = np.asarray(out["masks"])[keep]
                 else:
                     masks = np.zeros((0, out_h, out_w), np.uint8)
+                if self.recompute_boxes and not masks_later:
+                    boxes, nonempty = mask_boxes(masks)
+                    target["boxes"], masks = torch.from_numpy(boxes[nonempty]), masks[nonempty]
+                    target["labels"] = target["labels"][torch.from_numpy(nonempty)]
                 target["masks"] = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.uint8))
         return img, target
+
+
+def mask_boxes(masks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The tight boxes [N, 4] float32 (xyxy, pixel edges: a one-pixel mask at (x, y) is (x, y, x+1, y+1)) of
+    masks [N, H, W], and which masks have any pixel ([N] bool; their boxes are zeros)."""
+    cols, rows = masks.any(axis=1), masks.any(axis=2)  # [N, W], [N, H]
+    nonempty = cols.any(axis=1)
+    w, h = cols.shape[1], rows.shape[1]
+    x0, y0 = cols.argmax(axis=1), rows.argmax(axis=1)
+    x1, y1 = w - cols[:, ::-1].argmax(axis=1), h - rows[:, ::-1].argmax(axis=1)
+    boxes = np.stack([x0, y0, x1, y1], axis=1).astype(np.float32) * nonempty[:, None]
+    return boxes, nonempty

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .layers import conv_norm, head_norm, init_conv
 
 __all__ = ["FPN"]
 
@@ -17,18 +19,20 @@ class FPN(nn.Module):
     """
 
     def __init__(self, *, in_channels: Sequence[int], in_features: Sequence[str], in_strides: Sequence[int],
-                 out_channels: int = 256, top_block_pool: bool = True):
+                 out_channels: int = 256, top_block_pool: bool = True,
+                 norm: Optional[Callable[[int], nn.Module]] = None):
         super().__init__()
         if not (len(in_channels) == len(in_features) == len(in_strides)) or not in_features:
             raise ValueError(f"FPN: in_channels {list(in_channels)}, in_features {list(in_features)} and "
                              f"in_strides {list(in_strides)} must be non-empty and of equal length")
         self.in_features = list(in_features)
-        self.lateral_convs = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
-        self.output_convs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):  # "c2_xavier" init of Detectron2 / torchvision's FPN
-                nn.init.kaiming_uniform_(m.weight, a=1)
-                nn.init.constant_(m.bias, 0)
+        # with a norm (Detectron2's FPN.NORM), each conv is followed by it and has no bias
+        self.lateral_convs = nn.ModuleList(conv_norm(c, out_channels, 1, norm, relu=False, init=None)
+                                           for c in in_channels)
+        self.output_convs = nn.ModuleList(conv_norm(out_channels, out_channels, 3, norm, relu=False, init=None)
+                                          for _ in in_channels)
+        for block in list(self.lateral_convs) + list(self.output_convs):  # "c2_xavier" init of Detectron2 /
+            init_conv(block, "xavier")  # torchvision's FPN, drawn after every conv exists (as always)
         self.top_block_pool = top_block_pool
         strides = [int(s) for s in in_strides]
         self.out_features = [f"p{s.bit_length() - 1}" for s in strides]  # stride 4 -> "p2"
@@ -48,7 +52,8 @@ class FPN(nn.Module):
                                  f"(it gives {sorted(input_shape)}); check MODEL.BACKBONE.OUT_FEATURES")
         return dict(in_channels=[input_shape[f].channels for f in feats], in_features=feats,
                     in_strides=[input_shape[f].stride for f in feats], out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
-                    top_block_pool=True)
+                    top_block_pool=True,
+                    norm=head_norm(cfg.MODEL.FPN.NORM, cfg.MODEL.BACKBONE.GN_GROUPS, "MODEL.FPN.NORM"))
 
     def forward(self, features: Dict[str, Tensor]) -> Dict[str, Tensor]:
         xs = [features[f] for f in self.in_features]

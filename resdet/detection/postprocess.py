@@ -14,7 +14,7 @@ from .box_ops import BoxCoder, box_sizes_ok, clip_boxes
 from .nms import grouped_nms
 from .structures import top_k_per_image
 
-__all__ = ["select_detections", "paste_masks", "scale_boxes"]
+__all__ = ["select_detections", "decode_clipped", "detections_from_scores", "paste_masks", "scale_boxes"]
 
 
 def select_detections(class_logits: Tensor, box_deltas: Tensor, proposals: Tensor, batch_idx: Tensor,
@@ -24,17 +24,34 @@ def select_detections(class_logits: Tensor, box_deltas: Tensor, proposals: Tenso
 
     Every (proposal, foreground class) pair with softmax score above `score_thresh` is a candidate;
     NMS runs per (image, class) group in one batched call, then each image keeps its `topk` best.
-    Scores are computed and ranked in float32 (half-precision logits are cast first).
+    Scores are computed and ranked in float32 (half-precision logits are cast first). Class-agnostic
+    deltas ([R, 4]) give every class the same box.
     One host read: the number of candidates per (image, class) group, which sizes the candidate list
     and plans the NMS calls. Returns padded (boxes [N, topk, 4], scores, labels, valid [N, topk]).
     """
-    num_images = image_sizes.shape[0]
-    num_classes = class_logits.shape[1]  # including background at 0
-    boxes = box_coder.decode(box_deltas.float(), proposals)  # [R, C, 4]
+    boxes = decode_clipped(box_deltas, proposals, batch_idx, image_sizes, box_coder, class_logits.shape[1])
+    scores = F.softmax(class_logits.float(), -1)
+    return detections_from_scores(boxes, scores, batch_idx, image_sizes.shape[0], score_thresh, nms_thresh, topk,
+                                  min_box_size)
+
+
+def decode_clipped(box_deltas: Tensor, proposals: Tensor, batch_idx: Tensor, image_sizes: Tensor,
+                   box_coder: BoxCoder, num_classes: int) -> Tensor:
+    """Boxes [R, C, 4] (C = num_classes, background included) decoded from deltas [R, 4 C] or, class-agnostic,
+    [R, 4] (the one box repeated for every class) and clipped to each row's image."""
+    boxes = box_coder.decode(box_deltas.float(), proposals)  # [R, C, 4] or [R, 1, 4]
     h = image_sizes[batch_idx, 0, None].to(boxes.dtype)
     w = image_sizes[batch_idx, 1, None].to(boxes.dtype)
-    boxes = clip_boxes(boxes, h, w)[:, 1:]
-    scores = F.softmax(class_logits.float(), -1)[:, 1:]
+    boxes = clip_boxes(boxes, h, w)
+    return boxes.expand(-1, num_classes, -1) if boxes.shape[1] == 1 else boxes
+
+
+def detections_from_scores(boxes: Tensor, scores: Tensor, batch_idx: Tensor, num_images: int, score_thresh: float,
+                           nms_thresh: float, topk: int, min_box_size: float = 1e-2):
+    """`select_detections` from clipped boxes [R, C, 4] and class probabilities [R, C] (background at 0):
+    what the cascade calls with its stages' averaged scores."""
+    num_classes = scores.shape[1]  # including background at 0
+    boxes, scores = boxes[:, 1:], scores[:, 1:]
     labels = torch.arange(1, num_classes, device=scores.device).expand_as(scores)
     keep = ((scores > score_thresh) & box_sizes_ok(boxes, min_box_size)).reshape(-1)
     groups = (batch_idx[:, None] * num_classes + labels).reshape(-1)

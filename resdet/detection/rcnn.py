@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from .fpn import FPN
 from .postprocess import paste_masks, scale_boxes
-from .roi_heads import StandardROIHeads
+from . import cascade  # noqa: F401  (registers CascadeROIHeads)
+from .roi_heads import StandardROIHeads, build_roi_heads
 from .rpn import RPN
 from .structures import GroundTruth, ImageBatch, padded_shape, sizes_tensor
 from .checks import check_images, check_targets
@@ -45,7 +46,7 @@ class GeneralizedRCNN(nn.Module):
             backbone = backbone_from_config(cfg)
         fpn = FPN(**FPN.from_config(cfg, backbone.output_shape()))
         rpn = RPN(**RPN.from_config(cfg, fpn.out_channels))
-        roi_heads = StandardROIHeads(**StandardROIHeads.from_config(cfg, fpn.out_channels, fpn.out_strides))
+        roi_heads = build_roi_heads(cfg, fpn.out_channels, fpn.out_strides)
         div = max(getattr(backbone, "size_divisibility", 32), max(fpn.out_strides.values()) // 2)
         return dict(backbone=backbone, fpn=fpn, rpn=rpn, roi_heads=roi_heads, pixel_mean=cfg.MODEL.PIXEL_MEAN,
                     pixel_std=cfg.MODEL.PIXEL_STD, size_divisibility=div)

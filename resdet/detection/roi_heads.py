@@ -3,30 +3,40 @@ regression, and the four-conv mask head. Sampling, box targets and mask targets 
 the whole batch at once (padded [N, P] blocks, one roi_align call for all mask targets)."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from fvcore.common.registry import Registry
 from torchvision.ops import roi_align
 
 from resdet.utils.counting import declared_sync
 
 from .box_ops import BoxCoder, aligned_iou, match_boxes, sample_slots
+from .layers import conv_norm, conv_of, head_norm, run_conv
 from .poolers import ROIPooler
 from .roi_align import ROI_ALIGN_KERNELS, gpu_kernels_forced
 from .postprocess import select_detections
 from .structures import GroundTruth, host_tensor
 
-__all__ = ["BoxHead", "BoxPredictor", "MaskHead", "StandardROIHeads"]
+__all__ = ["BoxHead", "BoxPredictor", "MaskHead", "StandardROIHeads", "ROI_HEADS_REGISTRY", "build_roi_heads"]
+
+ROI_HEADS_REGISTRY = Registry("ROI_HEADS")
+ROI_HEADS_REGISTRY.__doc__ = "RoI heads by MODEL.ROI_HEADS.NAME: classes with from_config(cfg, channels, strides)."
 
 
 class BoxHead(nn.Module):
-    """Flatten the pooled RoI features and apply `num_fc` fully connected layers with ReLU."""
+    """`num_conv` 3x3 convs (each with `norm` and ReLU), then flatten and `num_fc` fully connected layers
+    with ReLU: the 2fc head (num_conv 0, num_fc 2) or Detectron2's 4conv1fc (num_conv 4, num_fc 1)."""
 
-    def __init__(self, *, in_channels: int, resolution: int, fc_dim: int = 1024, num_fc: int = 2):
+    def __init__(self, *, in_channels: int, resolution: int, fc_dim: int = 1024, num_fc: int = 2,
+                 num_conv: int = 0, conv_dim: int = 256, norm: Optional[Callable[[int], nn.Module]] = None):
         super().__init__()
-        dims = [in_channels * resolution * resolution] + [fc_dim] * num_fc
+        self.convs = nn.ModuleList(conv_norm(in_channels if i == 0 else conv_dim, conv_dim, 3, norm)
+                                   for i in range(num_conv))
+        channels = conv_dim if num_conv else in_channels
+        dims = [channels * resolution * resolution] + [fc_dim] * num_fc
         self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         for fc in self.fcs:  # Detectron2's c2_xavier_fill
             nn.init.kaiming_uniform_(fc.weight, a=1)
@@ -34,6 +44,8 @@ class BoxHead(nn.Module):
         self.out_dim = dims[-1]
 
     def forward(self, x: Tensor) -> Tensor:
+        for conv in self.convs:
+            x = run_conv(conv, x)
         x = x.flatten(1)
         for fc in self.fcs:
             x = F.relu(fc(x))
@@ -41,12 +53,13 @@ class BoxHead(nn.Module):
 
 
 class BoxPredictor(nn.Module):
-    """Class scores (K + 1, background at index 0) and class-specific box deltas (4 (K + 1))."""
+    """Class scores (K + 1, background at index 0) and box deltas: class-specific (4 (K + 1)) or, with
+    `cls_agnostic`, one box for all classes (4; what the cascade's stages regress)."""
 
-    def __init__(self, *, in_dim: int, num_classes: int):
+    def __init__(self, *, in_dim: int, num_classes: int, cls_agnostic: bool = False):
         super().__init__()
         self.cls_score = nn.Linear(in_dim, num_classes + 1)
-        self.bbox_pred = nn.Linear(in_dim, 4 * (num_classes + 1))
+        self.bbox_pred = nn.Linear(in_dim, 4 if cls_agnostic else 4 * (num_classes + 1))
         nn.init.normal_(self.cls_score.weight, std=0.01)
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
         nn.init.constant_(self.cls_score.bias, 0)
@@ -57,18 +70,21 @@ class BoxPredictor(nn.Module):
 
 
 class MaskHead(nn.Module):
-    """`num_conv` 3x3 convs with ReLU, a 2x transposed conv with ReLU, and per-class 1x1 mask logits
-    (K + 1 channels like torchvision, so its weights load as they are; channel 0 is never used)."""
+    """`num_conv` 3x3 convs (each with `norm`, if any, and ReLU), a 2x transposed conv with ReLU, and
+    per-class 1x1 mask logits (K + 1 channels like torchvision, so its weights load as they are; channel 0
+    is never used)."""
 
-    def __init__(self, *, in_channels: int, num_classes: int, conv_dim: int = 256, num_conv: int = 4):
+    def __init__(self, *, in_channels: int, num_classes: int, conv_dim: int = 256, num_conv: int = 4,
+                 norm: Optional[Callable[[int], nn.Module]] = None):
         super().__init__()
         dims = [in_channels] + [conv_dim] * num_conv
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(dims[:-1], dims[1:]))
+        self.convs = nn.ModuleList(conv_norm(a, b, 3, norm, init=None) for a, b in zip(dims[:-1], dims[1:]))
         self.deconv = nn.ConvTranspose2d(dims[-1], conv_dim, 2, stride=2)
         self.predictor = nn.Conv2d(conv_dim, num_classes + 1, 1)
-        for m in list(self.convs) + [self.deconv]:
+        for m in [conv_of(c) for c in self.convs] + [self.deconv]:  # the draws in their order before norms
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.constant_(m.bias, 0)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.constant_(self.predictor.bias, 0)
 
@@ -77,7 +93,7 @@ class MaskHead(nn.Module):
         each RoI's own class, [R, 1, 2S, 2S] (what the loss and inference use: the K other channels of the
         1x1 predictor and their backward are never computed)."""
         for conv in self.convs:
-            x = F.relu(conv(x))
+            x = run_conv(conv, x)
         if classes is None:
             return self.predictor(F.relu(self.deconv(x)))
         return self._class_logits(x, classes)
@@ -116,11 +132,12 @@ def _pad_replicate(x: Tensor, h: int, w: int) -> Tensor:
     return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]), mode="replicate")
 
 
+@ROI_HEADS_REGISTRY.register()
 class StandardROIHeads(nn.Module):
     """Sample RoIs from the proposals (+ ground truth), pool, classify and regress; optionally masks."""
 
-    def __init__(self, *, in_features: Sequence[str], box_pooler: ROIPooler, box_head: BoxHead,
-                 box_predictor: BoxPredictor, num_classes: int, iou_threshold: float = 0.5,
+    def __init__(self, *, in_features: Sequence[str], box_pooler: ROIPooler, box_head: Optional[BoxHead],
+                 box_predictor: Optional[BoxPredictor], num_classes: int, iou_threshold: float = 0.5,
                  batch_size_per_image: int = 512, positive_fraction: float = 0.25,
                  bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0), smooth_l1_beta: float = 1.0 / 9,
                  proposal_append_gt: bool = True, score_thresh: float = 0.05, nms_thresh: float = 0.5,
@@ -164,10 +181,11 @@ class StandardROIHeads(nn.Module):
                              sampling_ratio=head.POOLER_SAMPLING_RATIO, aligned=head.POOLER_TYPE == "ROIAlignV2",
                              kernel=cfg.MODEL.POOLER_CPU_KERNEL)
 
-        box_head = BoxHead(in_channels=channels, resolution=bh.POOLER_RESOLUTION, fc_dim=bh.FC_DIM, num_fc=bh.NUM_FC)
+        box_head = build_box_head(cfg, channels)
         kwargs = dict(
             in_features=feats, box_pooler=pooler(bh, "ROI_BOX_HEAD"), box_head=box_head,
-            box_predictor=BoxPredictor(in_dim=box_head.out_dim, num_classes=rh.NUM_CLASSES),
+            box_predictor=BoxPredictor(in_dim=box_head.out_dim, num_classes=rh.NUM_CLASSES,
+                                       cls_agnostic=bh.CLS_AGNOSTIC_BBOX_REG),
             num_classes=rh.NUM_CLASSES, iou_threshold=rh.IOU_THRESHOLDS[0],
             batch_size_per_image=rh.BATCH_SIZE_PER_IMAGE, positive_fraction=rh.POSITIVE_FRACTION,
             bbox_reg_weights=bh.BBOX_REG_WEIGHTS, smooth_l1_beta=bh.SMOOTH_L1_BETA,
@@ -176,7 +194,9 @@ class StandardROIHeads(nn.Module):
         if cfg.MODEL.MASK_ON:
             kwargs["mask_pooler"] = pooler(mh, "ROI_MASK_HEAD")
             kwargs["mask_head"] = MaskHead(in_channels=channels, num_classes=rh.NUM_CLASSES,
-                                           conv_dim=mh.CONV_DIM, num_conv=mh.NUM_CONV)
+                                           conv_dim=mh.CONV_DIM, num_conv=mh.NUM_CONV,
+                                           norm=head_norm(mh.NORM, cfg.MODEL.BACKBONE.GN_GROUPS,
+                                                          "MODEL.ROI_MASK_HEAD.NORM"))
         return kwargs
 
     # ------------------------------------------------------------------ training
@@ -203,7 +223,7 @@ class StandardROIHeads(nn.Module):
         loss_cls = F.cross_entropy(logits, cls)
         targets = self.box_coder.encode(gt.boxes[img, gt_idx], boxes)
         targets = torch.where(fg[:, None], targets, 0.0)  # bg rows may match zero-size padding: inf
-        pred = deltas.view(deltas.shape[0], -1, 4).gather(1, cls[:, None, None].expand(-1, 1, 4))[:, 0].float()
+        pred = _class_deltas(deltas, cls).float()
         per_row = F.smooth_l1_loss(pred, targets, beta=self.smooth_l1_beta, reduction="none")
         loss_box = torch.where(fg[:, None], per_row, 0.0).sum() / max(cls.numel(), 1)
         return {"loss_classifier": loss_cls, "loss_box_reg": loss_box}
@@ -247,17 +267,22 @@ class StandardROIHeads(nn.Module):
         logits, deltas = self.box_predictor(self.box_head(pooled))
         losses = self._box_loss(logits, deltas, b, img, c, gi, f, gt)
         if self.mask_on:
-            num_fg = sum(fg_counts)
-            fg_rows = torch.argsort(~f, stable=True)[:num_fg]  # fg rows of the compacted RoIs
-            fb, fimg, fcls = b[fg_rows], img[fg_rows], c[fg_rows]
-            picked = self.mask_head(self.mask_pooler(feats, fb, fimg, mask_levels[rows[fg_rows]], fg_counts),
-                                    fcls)[:, 0]  # each RoI's own class only
-            if num_fg == 0:
-                losses["loss_mask"] = picked.sum() * 0
-            else:
-                targets = self._mask_targets(fb, fimg, gi[fg_rows], gt, picked.shape[-1])
-                losses["loss_mask"] = F.binary_cross_entropy_with_logits(picked, targets.to(picked.dtype))
+            losses["loss_mask"] = self._mask_loss(feats, b, img, c, gi, f, mask_levels[rows], fg_counts, gt)
         return losses
+
+    def _mask_loss(self, feats: List[Tensor], boxes: Tensor, img: Tensor, cls: Tensor, gt_idx: Tensor, fg: Tensor,
+                   levels: Tensor, fg_counts: Sequence[int], gt: GroundTruth) -> Tensor:
+        """Mask loss of the fg rows among the sampled RoIs (boxes [R, 4] of images img [R]), pooled by
+        level (`levels` of those rows, `fg_counts` fg RoIs per level, read on the host already)."""
+        num_fg = sum(fg_counts)
+        fg_rows = torch.argsort(~fg, stable=True)[:num_fg]  # fg rows of the compacted RoIs
+        fb, fimg, fcls = boxes[fg_rows], img[fg_rows], cls[fg_rows]
+        picked = self.mask_head(self.mask_pooler(feats, fb, fimg, levels[fg_rows], fg_counts),
+                                fcls)[:, 0]  # each RoI's own class only
+        if num_fg == 0:
+            return picked.sum() * 0
+        targets = self._mask_targets(fb, fimg, gt_idx[fg_rows], gt, picked.shape[-1])
+        return F.binary_cross_entropy_with_logits(picked, targets.to(picked.dtype))
 
     # ------------------------------------------------------------------ forward
     def forward(self, features: Dict[str, Tensor], proposals: Tensor, valid: Tensor, image_sizes: Tensor,
@@ -279,14 +304,20 @@ class StandardROIHeads(nn.Module):
         det_boxes, scores, labels, det_valid = select_detections(
             logits.float(), deltas.float(), boxes, img, image_sizes, self.box_coder, self.score_thresh, self.nms_thresh,
             self.detections_per_image)
-        d = det_valid.shape[1]
+        return self._inference_result(feats, det_boxes, scores, labels, det_valid), {}
+
+    def _inference_result(self, feats: List[Tensor], det_boxes: Tensor, scores: Tensor, labels: Tensor,
+                          det_valid: Tensor) -> Dict[str, object]:
+        """The detections [N, D] as the model's postprocess takes them, with the mask probabilities of the
+        valid ones (one read: detections per image and, for the mask pooler, per level)."""
+        n, d = det_valid.shape
         flat_valid = det_valid.reshape(-1)
         wanted = [det_valid.sum(1)]
         if self.mask_on:
             mask_levels = self.mask_pooler.levels(det_boxes.reshape(-1, 4))
             wanted.append(self.mask_pooler.count_levels(mask_levels, flat_valid))
         # read: detections per image (and per level, for the mask pooler)
-        with declared_sync(proposals.device, "detections per image and level"):
+        with declared_sync(det_boxes.device, "detections per image and level"):
             got = torch.cat(wanted).tolist()
         per_image = got[:n]
         rows = torch.argsort(~flat_valid, stable=True)[: sum(per_image)]  # the detections, image by image
@@ -300,4 +331,29 @@ class StandardROIHeads(nn.Module):
                 result["mask_probs"] = torch.sigmoid(picked.float())  # [R, 1, M, M], R = sum(counts)
             else:
                 result["mask_probs"] = det_boxes.new_zeros((0, 1, m, m))
-        return result, {}
+        return result
+
+
+def _class_deltas(deltas: Tensor, cls: Tensor) -> Tensor:
+    """Each row's deltas [R, 4] for its class cls [R] from class-specific deltas [R, 4 (K + 1)], or the
+    deltas themselves when they are class-agnostic ([R, 4])."""
+    if deltas.shape[1] == 4:
+        return deltas
+    return deltas.view(deltas.shape[0], -1, 4).gather(1, cls[:, None, None].expand(-1, 1, 4))[:, 0]
+
+
+def build_box_head(cfg, channels: int) -> BoxHead:
+    """The box head MODEL.ROI_BOX_HEAD describes (2fc, or convs with a norm and fc layers)."""
+    bh = cfg.MODEL.ROI_BOX_HEAD
+    return BoxHead(in_channels=channels, resolution=bh.POOLER_RESOLUTION, fc_dim=bh.FC_DIM, num_fc=bh.NUM_FC,
+                   num_conv=bh.NUM_CONV, conv_dim=bh.CONV_DIM,
+                   norm=head_norm(bh.NORM, cfg.MODEL.BACKBONE.GN_GROUPS, "MODEL.ROI_BOX_HEAD.NORM"))
+
+
+def build_roi_heads(cfg, channels: int, strides: Dict[str, int]) -> nn.Module:
+    """The RoI heads MODEL.ROI_HEADS.NAME names, built from the config."""
+    name = cfg.MODEL.ROI_HEADS.NAME
+    if name not in ROI_HEADS_REGISTRY:
+        raise ValueError(f"MODEL.ROI_HEADS.NAME must be one of {sorted(ROI_HEADS_REGISTRY._obj_map)}; got {name!r}")
+    heads = ROI_HEADS_REGISTRY.get(name)
+    return heads(**heads.from_config(cfg, channels, strides))

@@ -18,14 +18,21 @@ __all__ = ["RPNHead", "RPN"]
 
 
 class RPNHead(nn.Module):
-    """3x3 conv + ReLU, then 1x1 convs for A objectness logits and 4A box deltas, shared by all levels."""
+    """3x3 conv + ReLU (`num_conv` of them: 2 in Detectron2's new baselines, after the TPU detection
+    models), then 1x1 convs for A objectness logits and 4A box deltas, shared by all levels."""
 
-    def __init__(self, *, in_channels: int, num_anchors: int):
+    def __init__(self, *, in_channels: int, num_anchors: int, num_conv: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        if num_conv < 1:
+            raise ValueError(f"MODEL.RPN.NUM_CONV must be at least 1; got {num_conv}")
+        convs = [nn.Conv2d(in_channels, in_channels, 3, padding=1) for _ in range(num_conv)]
+        # one conv keeps the name `conv` (torchvision's and older checkpoints' layout); more are a Sequential
+        # with the ReLUs between them (the last ReLU is applied in forward)
+        self.conv = convs[0] if num_conv == 1 else nn.Sequential(
+            *[m for c in convs[:-1] for m in (c, nn.ReLU())], convs[-1])
         self.objectness_logits = nn.Conv2d(in_channels, num_anchors, 1)
         self.anchor_deltas = nn.Conv2d(in_channels, num_anchors * 4, 1)
-        for m in (self.conv, self.objectness_logits, self.anchor_deltas):
+        for m in convs + [self.objectness_logits, self.anchor_deltas]:
             nn.init.normal_(m.weight, std=0.01)
             nn.init.constant_(m.bias, 0)
 
@@ -74,7 +81,8 @@ class RPN(nn.Module):
             raise ValueError(f"MODEL.RPN.IN_FEATURES has {len(r.IN_FEATURES)} levels but "
                              f"MODEL.ANCHOR_GENERATOR.SIZES has {anchors.num_levels}")
         return dict(in_features=r.IN_FEATURES, anchor_generator=anchors,
-                    head=RPNHead(in_channels=channels, num_anchors=anchors.num_anchors_per_location[0]),
+                    head=RPNHead(in_channels=channels, num_anchors=anchors.num_anchors_per_location[0],
+                                 num_conv=r.NUM_CONV),
                     iou_thresholds=r.IOU_THRESHOLDS, batch_size_per_image=r.BATCH_SIZE_PER_IMAGE,
                     positive_fraction=r.POSITIVE_FRACTION, bbox_reg_weights=r.BBOX_REG_WEIGHTS,
                     smooth_l1_beta=r.SMOOTH_L1_BETA, pre_nms_topk=(r.PRE_NMS_TOPK_TRAIN, r.PRE_NMS_TOPK_TEST),

@@ -17,8 +17,14 @@ from ..engine.distributed import unwrap_model
 
 __all__ = ["CLASS_SCORE_KEY", "checkpoint_num_classes", "check_num_classes", "load_detection_weights"]
 
-# The box predictor's classification layer: K + 1 outputs (background at 0) for K classes.
+# The box predictor's classification layer: K + 1 outputs (background at 0) for K classes; the cascade's
+# first stage has one too (every stage has the same K).
 CLASS_SCORE_KEY = "roi_heads.box_predictor.cls_score.weight"
+CASCADE_CLASS_SCORE_KEY = "roi_heads.box_predictors.0.cls_score.weight"
+
+
+def _class_scores(state: Mapping[str, Any]):
+    return state.get(CLASS_SCORE_KEY, state.get(CASCADE_CLASS_SCORE_KEY))
 
 
 def _model_state(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -27,14 +33,14 @@ def _model_state(data: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def checkpoint_num_classes(data: Mapping[str, Any]):
     """K of a loaded checkpoint (full or plain state dict), or None when it has no box predictor."""
-    weight = _model_state(data).get(CLASS_SCORE_KEY)
+    weight = _class_scores(_model_state(data))
     return None if not isinstance(weight, torch.Tensor) or weight.dim() != 2 else int(weight.shape[0]) - 1
 
 
 def check_num_classes(data: Mapping[str, Any], model: nn.Module, path: str) -> None:
     """CheckpointError naming MODEL.ROI_HEADS.NUM_CLASSES when the checkpoint's class count is not the model's."""
     have = checkpoint_num_classes(data)
-    mine = unwrap_model(model).state_dict().get(CLASS_SCORE_KEY)
+    mine = _class_scores(unwrap_model(model).state_dict())
     if have is None or mine is None:
         return
     want = int(mine.shape[0]) - 1

@@ -96,9 +96,22 @@ def prepare_model(model: nn.Module, cfg, device: torch.device, broadcast_buffers
     if cfg.SOLVER.CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)
     model = wrap_model(model, device, broadcast_buffers=broadcast_buffers)
+    if cfg.DIST.FP16_COMPRESSION:
+        compress_gradients_fp16(model)
     if cfg.SOLVER.COMPILE:
         model = torch.compile(model)
     return model
+
+
+def compress_gradients_fp16(model: nn.Module) -> bool:
+    """DIST.FP16_COMPRESSION: a DDP model all-reduces its gradient buckets in fp16 (torch's
+    fp16_compress_hook); a model that is not DDP (one process) has nothing to all-reduce. True if set."""
+    if not isinstance(model, nn.parallel.DistributedDataParallel):
+        return False
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    model.register_comm_hook(None, default_hooks.fp16_compress_hook)
+    return True
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""Faster / Mask R-CNN re-expressed for export: the model's own submodules, with inference
+"""Faster / Mask R-CNN (standard or cascade RoI heads) re-expressed for export: the model's own submodules, with inference
 post-processing in fixed shapes and without host reads.
 
 `ExportableRCNN(model, nms="torch"|"onnx")` wraps a `GeneralizedRCNN` in eval mode and computes what
@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from resdet.detection.box_ops import box_sizes_ok, clip_boxes
+from resdet.detection.cascade import CascadeROIHeads
 from resdet.detection.poolers import ROIPooler, assign_levels
 from resdet.detection.postprocess import select_detections
 from resdet.detection.rcnn import GeneralizedRCNN
@@ -139,21 +140,43 @@ class ExportableRCNN(nn.Module):
         proposals = boxes.view(n, num_levels * k, 4).gather(1, idx[:, :, None].expand(-1, -1, 4))
         return proposals, top
 
+    def _cascade_scores(self, feats: List[Tensor], flat: Tensor, img: Tensor, image_sizes: Tensor):
+        """CascadeROIHeads' stages on every proposal slot: the last stage's boxes [N*P, 1, 4] (class-agnostic,
+        clipped) and the stages' mean class probabilities [N*P, K+1], in the eager heads' arithmetic."""
+        heads = self.model.roi_heads
+        hs, ws = image_sizes[img, 0].to(torch.float32), image_sizes[img, 1].to(torch.float32)
+        boxes, total, deltas = flat, None, None
+        for k, (head, predictor) in enumerate(zip(heads.box_heads, heads.box_predictors)):
+            if k > 0:  # the previous stage's regression of the same slots, clipped (CascadeROIHeads._refined)
+                boxes = clip_boxes(heads.box_coders[k - 1].decode(deltas.float(), boxes)[:, 0], hs, ws)
+            logits, deltas = predictor(head(_pool(heads.box_pooler, feats, boxes, img)))
+            probs = F.softmax(logits.float(), -1)
+            total = probs if total is None else total + probs
+        final = heads.box_coders[-1].decode(deltas.float(), boxes)
+        return clip_boxes(final, hs[:, None], ws[:, None]), total * (1.0 / len(heads.box_heads))
+
     def _detections(self, feats: List[Tensor], proposals: Tensor, objectness: Tensor, image_sizes: Tensor):
         heads = self.model.roi_heads
         n, p = proposals.shape[:2]
         img = torch.arange(n, device=proposals.device).repeat_interleave(p)
         flat = proposals.reshape(-1, 4)
-        logits, deltas = heads.box_predictor(heads.box_head(_pool(heads.box_pooler, feats, flat, img)))
-        num_classes = logits.shape[1] - 1
-        boxes = heads.box_coder.decode(deltas.float(), flat)  # [N*P, K+1, 4]
-        boxes = clip_boxes(boxes, image_sizes[img, 0, None].to(boxes.dtype), image_sizes[img, 1, None].to(boxes.dtype))
+        if isinstance(heads, CascadeROIHeads):
+            boxes, scores = self._cascade_scores(feats, flat, img, image_sizes)
+        else:
+            logits, deltas = heads.box_predictor(heads.box_head(_pool(heads.box_pooler, feats, flat, img)))
+            boxes = heads.box_coder.decode(deltas.float(), flat)  # [N*P, K+1, 4], or [N*P, 1, 4] class-agnostic
+            boxes = clip_boxes(boxes, image_sizes[img, 0, None].to(boxes.dtype),
+                               image_sizes[img, 1, None].to(boxes.dtype))
+            scores = F.softmax(logits.float(), -1)
+        num_classes = scores.shape[1] - 1
+        if boxes.shape[1] == 1:  # class-agnostic regression: every class takes the one box
+            boxes = boxes.expand(-1, num_classes + 1, -1)
         boxes = boxes[:, 1:]
-        scores = F.softmax(logits.float(), -1)[:, 1:]
+        scores = scores[:, 1:]
         ok = (scores > heads.score_thresh) & box_sizes_ok(boxes, _DETECTION_MIN_SIZE) & (objectness.reshape(-1, 1) >= 0)
         scores = torch.where(ok, scores, scores.new_full((), -1.0))
         # NMS rows are (image, class): [N, K, P]
-        boxes = boxes.view(n, p, num_classes, 4).permute(0, 2, 1, 3)
+        boxes = boxes.reshape(n, p, num_classes, 4).permute(0, 2, 1, 3)
         scores = scores.view(n, p, num_classes).permute(0, 2, 1)
         d = heads.detections_per_image
         kept = self._nms(boxes.reshape(n * num_classes, p, 4), scores.reshape(n * num_classes, p),

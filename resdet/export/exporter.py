@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from resdet.classification.model import ImageClassifier
+from resdet.detection.cascade import CascadeROIHeads
 from resdet.detection.rcnn import GeneralizedRCNN
 
 from .detection import ExportableRCNN
@@ -364,7 +365,8 @@ def build_metadata(spec: ExportSpec, fmt: str, *, cfg=None, class_names: Sequenc
         m = spec.module.model
         heads = m.roi_heads
         meta.update({
-            "architecture": "Mask R-CNN" if heads.mask_on else "Faster R-CNN",
+            "architecture": ("Cascade " if isinstance(heads, CascadeROIHeads) else "") + (
+                "Mask R-CNN" if heads.mask_on else "Faster R-CNN"),
             "input_layout": (f"images: float32 [N, 3, H, W], RGB, 0-255, not normalised; H and W multiples of "
                              f"{m.size_divisibility} (pad bottom/right; padding content is ignored); "
                              "image_sizes: int64 [N, 2], each image's (height, width) inside the padded batch"),

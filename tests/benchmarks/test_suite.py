@@ -20,7 +20,7 @@ TINY = ["--device", "cpu", "--archs", "fasterrcnn", "--det-size", "64x96", "--de
 def test_gpu_suite_rehearsal_on_cpu_with_a_failed_and_a_timed_out_part(tmp_path, one_thread, capsys, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the parts' processes: one thread each on a shared CPU
     argv = ["--suite", "gpu", *TINY, "--det-precisions", "fp32", "--cls-size", "16", "--cls-batch", "1",
-            "--part-minutes", "cifar=0.05", "detection=30", "counts=30", "nms=30", "--output", str(tmp_path)]
+            "--part-minutes", "cifar=0.05", "detection=30", "counts=30", "nms=30", "cascade=30", "--output", str(tmp_path)]
     seen = {}
     parser = suite.build_parser()
     args = parser.parse_args(argv)
@@ -35,9 +35,10 @@ def test_gpu_suite_rehearsal_on_cpu_with_a_failed_and_a_timed_out_part(tmp_path,
     assert [(r["part"], r["status"]) for r in rows] == [
         ("detection", "ok"), ("detection", "ok"), ("resnet50", "failed"), ("cifar", "timed out"),
         ("counts", "ok"), ("counts", "ok"), ("counts", "ok"), ("counts", "ok"),
-        ("nms", "ok"), ("nms", "ok"), ("nms", "ok"), ("nms", "ok")]
+        ("nms", "ok"), ("nms", "ok"), ("nms", "ok"), ("nms", "ok"), ("cascade", "ok"), ("cascade", "ok")]
     assert {p: v["status"] for p, v in report["parts"].items()} == {
-        "detection": "ok", "resnet50": "failed", "cifar": "timed out", "counts": "ok", "nms": "ok"}
+        "detection": "ok", "resnet50": "failed", "cifar": "timed out", "counts": "ok", "nms": "ok",
+        "cascade": "ok"}
     failed, timed_out = rows[2], rows[3]
     assert "ValueError: Expected more than 1 value per channel when training" in failed["reason"]
     assert "stopped after its limit of 3 s" in timed_out["reason"]
@@ -66,6 +67,8 @@ def test_gpu_suite_rehearsal_on_cpu_with_a_failed_and_a_timed_out_part(tmp_path,
     assert table.count("\n| detection | Faster R-CNN R50-FPN |") == 2 and table.count("\n| counts |") == 4
     assert "| resnet50 | - |" in table and "**failed**: ValueError" in table and "**timed out**: stopped" in table
     assert "- cifar: timed out" in table and "ratio = resdet / reference" in table
+    assert table.count("\n| cascade | Cascade Mask R-CNN R50-FPN |") == 2
+    assert rows[-1]["reference_name"] == "resdet Mask R-CNN R50-FPN (standard heads)"
 
 
 def test_gpu_suite_skips_parts_past_its_time_limit(tmp_path):

@@ -50,23 +50,65 @@ def test_train_mapper_resizes_flips_and_keeps_boxes_and_masks_together(tmp_path)
 
 def test_large_scale_jitter_output_is_square_and_consistent(tmp_path):
     rec = _records(tmp_path)[1]
-    mapper = DetectionMapper(is_train=True, lsj=True, lsj_size=96, lsj_scale=(0.5, 2.0), flip_prob=0.5)
+    mapper = DetectionMapper(is_train=True, lsj=True, lsj_size=96, lsj_scale=(0.5, 2.0), flip_prob=0.5,
+                             recompute_boxes=True)
     mapper.augmentation.set_random_seed(0)
-    seen_dropped = False
+    seen_dropped = seen_padded = False
     for _ in range(40):
         img, t = mapper(rec)
         assert img.shape == (3, 96, 96)
         n = len(t["boxes"])
         assert t["masks"].shape == (n, 96, 96) and t["labels"].shape == (n,)
         seen_dropped |= n < 2
-        if n:
-            assert (t["boxes"][:, 2:] > t["boxes"][:, :2]).all()
-            assert t["boxes"].min() >= 0 and t["boxes"].max() <= 96
+        seen_padded |= bool((img[:, -1, -1] == 128).all())
+        # recompute_boxes: every box is its (cropped) mask's tight box; no instance without mask pixels
         for box, mask in zip(t["boxes"], t["masks"]):
-            if mask.any():  # a crop cuts box and mask alike: what is left of the mask lies in the box
-                ext = _mask_extent(mask)
-                assert (ext[:2] >= box[:2] - 2).all() and (ext[2:] <= box[2:] + 2).all()
-    assert seen_dropped  # crops at scale 2 cut instances out, with their masks
+            assert mask.any() and torch.equal(box, _mask_extent(mask))
+    assert seen_dropped and seen_padded  # crops at scale 2 cut instances out; small scales pad
+
+
+def test_lsj_resize_is_one_resize_to_the_jittered_square():
+    """ResizeScale: scale = U(low, high) * size / longer side, one resize (Detectron2's ResizeScale), sides
+    rounded; over many draws the scales cover the range."""
+    import albumentations as A
+
+    from resdet.data.transforms import ResizeScale
+
+    aug = A.Compose([ResizeScale(100, (0.1, 2.0))], save_applied_params=True)
+    aug.set_random_seed(0)
+    image = np.zeros((60, 80, 3), np.uint8)
+    scales = []
+    for _ in range(200):
+        out = aug(image=image)
+        s = out["applied_transforms"][0][1]["scale"]
+        scales.append(s * 80 / 100)  # the random factor
+        assert out["image"].shape[:2] == (max(1, round(60 * s)), max(1, round(80 * s)))
+    assert 0.1 <= min(scales) < 0.2 and 1.9 < max(scales) <= 2.0
+
+
+def test_lsj_small_scale_pads_bottom_right_with_the_pad_value(tmp_path):
+    rec = _records(tmp_path)[1]  # 80 x 60 (w x h)
+    mapper = DetectionMapper(is_train=True, lsj=True, lsj_size=200, lsj_scale=(0.5, 0.5), flip_prob=0.0,
+                             lsj_pad_value=77, recompute_boxes=True)
+    img, t = mapper(rec)
+    # 0.5 * 200 / 80 = 1.25: the image is 75 x 100 at the top left, the rest is padding
+    assert img.shape == (3, 200, 200)
+    assert (img[:, 75:, :] == 77).all() and (img[:, :, 100:] == 77).all() and not (img[:, :75, :100] == 77).all()
+    assert not t["masks"][:, 75:, :].any() and not t["masks"][:, :, 100:].any()
+    # ann 10: box x 10..30, y 10..30 at 80 px, here x 1.25: its mask's extent
+    torch.testing.assert_close(t["boxes"][0], _mask_extent(t["masks"][0]))
+    assert (t["boxes"][0] - torch.tensor([12.5, 12.5, 37.5, 37.5])).abs().max() <= 1.5
+
+
+def test_mask_boxes():
+    from resdet.data.transforms import mask_boxes
+
+    masks = np.zeros((3, 5, 6), np.uint8)
+    masks[0, 1:3, 2:5] = 1
+    masks[2, 4, 0] = 1
+    boxes, nonempty = mask_boxes(masks)
+    assert nonempty.tolist() == [True, False, True]
+    assert boxes.tolist() == [[2, 1, 5, 3], [0, 0, 0, 0], [0, 4, 1, 5]]
 
 
 def test_test_mapper_resizes_without_targets(tmp_path):

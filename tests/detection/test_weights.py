@@ -27,3 +27,14 @@ def test_class_count_mismatch_names_the_key(tmp_path):
     load_detection_weights(model, path)  # the right count loads, strictly
     assert torch.equal(model.roi_heads.box_predictor.cls_score.weight,
                        torch.load(path, weights_only=True)["model"]["roi_heads.box_predictor.cls_score.weight"])
+
+
+def test_cascade_class_count_mismatch_names_the_key(tmp_path):
+    cascade = ["MODEL.ROI_HEADS.NAME", "CascadeROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", "True"]
+    path = str(tmp_path / "cascade.pth")
+    torch.save({"model": build_detection_model(load_config(None, TINY + cascade + ["MODEL.ROI_HEADS.NUM_CLASSES", "3"]))
+                .state_dict()}, path)
+    assert checkpoint_num_classes(torch.load(path, weights_only=True)) == 3
+    with pytest.raises(CheckpointError, match=r"has 3 classes, MODEL.ROI_HEADS.NUM_CLASSES is 5"):
+        load_detection_weights(build_detection_model(load_config(None, TINY + cascade + [
+            "MODEL.ROI_HEADS.NUM_CLASSES", "5"])), path)

@@ -11,7 +11,7 @@ from torch import Tensor
 from .box_ops import BoxCoder, box_sizes_ok, clip_boxes, grouped_nms
 from .structures import top_k_per_image
 
-__all__ = ["select_detections", "paste_masks", "scale_boxes"]
+__all__ = ["select_detections", "paste_masks", "paste_regions", "paste_binary_windows", "scale_boxes"]
 
 
 def select_detections(class_logits: Tensor, box_deltas: Tensor, proposals: Tensor, batch_idx: Tensor,
@@ -56,20 +56,55 @@ def scale_boxes(boxes: Tensor, from_sizes: Tensor, to_sizes: Tensor) -> Tensor:
     return boxes * torch.stack((ratio[:, 1], ratio[:, 0], ratio[:, 1], ratio[:, 0]), dim=1)[:, None, :]
 
 
-def _axis_weights(lo: Tensor, hi: Tensor, length: int, mask_size: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def _axis_weights(lo: Tensor, hi: Tensor, start: Tensor, count: int, length, mask_size: int
+                  ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """For each detection's integer span [lo, hi] along one image axis, the two source indices and
-    weights of each of the `length` image pixels, as F.interpolate(bilinear, align_corners=False)
-    computes them when resizing the mask to the span's size; plus where the pixel is inside the span."""
+    weights of `count` image pixels from `start` (per detection) on, as F.interpolate(bilinear,
+    align_corners=False) computes them when resizing the mask to the span's size; plus where the pixel
+    is inside the span and the image (`length`: an int, or one per detection)."""
     size = (hi - lo + 1).clamp(min=1)  # [D]
-    pix = torch.arange(length, device=lo.device)
-    local = pix[None, :] - lo[:, None]  # [D, L]
-    inside = (pix[None, :] >= lo.clamp(min=0)[:, None]) & (pix[None, :] < (hi + 1).clamp(max=length)[:, None])
+    pix = start[:, None] + torch.arange(count, device=lo.device)[None, :]  # [D, count]
+    local = pix - lo[:, None]
+    inside = (pix >= lo.clamp(min=0)[:, None]) & (pix < torch.clamp(hi + 1, max=length)[:, None])
     scale = torch.tensor(float(mask_size), dtype=torch.float32, device=lo.device) / size.to(torch.float32)
     src = (scale[:, None] * (local.to(torch.float32) + 0.5) - 0.5).clamp(min=0)
     i0 = src.floor().to(torch.int64).clamp(min=0, max=mask_size - 1)
     lam = (src - i0.to(torch.float32)).clamp(0, 1)
     i1 = (i0 + 1).clamp(max=mask_size - 1)
     return i0, i1, lam, inside
+
+
+def _pasting_boxes(boxes: Tensor, mask_size: int, padding: int) -> Tensor:
+    """The boxes expanded like a mask of `mask_size` zero-padded by `padding` pixels (torchvision's
+    expand_boxes), truncated to whole pixels: [D, 4] int64 (x0, y0, x1, y1), ends inclusive."""
+    scale = float(mask_size + 2 * padding) / mask_size
+    w_half = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
+    h_half = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
+    x_c = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    y_c = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    return torch.stack((x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half), 1).to(torch.int64)
+
+
+def _padded_masks(masks: Tensor, padding: int) -> Tensor:
+    return F.pad(masks[:, 0], (padding,) * 4).to(torch.float32)
+
+
+def _paste(padded: Tensor, ibox: Tensor, y_start: Tensor, x_start: Tensor, out_h: int, out_w: int,
+           im_h, im_w) -> Tensor:
+    """Pasted values [D, out_h, out_w] of the windows starting at (y_start, x_start) [D] of images
+    im_h x im_w (ints, or one per detection)."""
+    d, size = padded.shape[0], padded.shape[-1]
+    x0, x1, lx, in_x = _axis_weights(ibox[:, 0], ibox[:, 2], x_start, out_w, im_w, size)
+    y0, y1, ly, in_y = _axis_weights(ibox[:, 1], ibox[:, 3], y_start, out_h, im_h, size)
+    # along x: [D, M', W]
+    gx0 = padded.gather(2, x0[:, None, :].expand(d, size, out_w))
+    gx1 = padded.gather(2, x1[:, None, :].expand(d, size, out_w))
+    rows = gx0 * (1 - lx)[:, None, :] + gx1 * lx[:, None, :]
+    # along y: [D, H, W]
+    gy0 = rows.gather(1, y0[:, :, None].expand(d, out_h, out_w))
+    gy1 = rows.gather(1, y1[:, :, None].expand(d, out_h, out_w))
+    out = gy0 * (1 - ly)[:, :, None] + gy1 * ly[:, :, None]
+    return out * (in_y[:, :, None] & in_x[:, None, :])
 
 
 def paste_masks(masks: Tensor, boxes: Tensor, image_size: Tuple[int, int], padding: int = 1) -> Tensor:
@@ -86,26 +121,45 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: Tuple[int, int], paddi
     d = masks.shape[0]
     if d == 0:
         return masks.new_zeros((0, 1, im_h, im_w))
-    m = masks.shape[-1]
-    padded = F.pad(masks[:, 0], (padding,) * 4)
-    scale = float(m + 2 * padding) / m
-    # expand the box like the mask (torchvision's expand_boxes), then truncate to whole pixels
-    w_half = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
-    h_half = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
-    x_c = (boxes[:, 2] + boxes[:, 0]) * 0.5
-    y_c = (boxes[:, 3] + boxes[:, 1]) * 0.5
-    ibox = torch.stack((x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half), 1).to(torch.int64)
-    size = padded.shape[-1]
-    x0, x1, lx, in_x = _axis_weights(ibox[:, 0], ibox[:, 2], im_w, size)
-    y0, y1, ly, in_y = _axis_weights(ibox[:, 1], ibox[:, 3], im_h, size)
-    padded = padded.to(torch.float32)
-    # along x: [D, M', W]
-    gx0 = padded.gather(2, x0[:, None, :].expand(d, size, im_w))
-    gx1 = padded.gather(2, x1[:, None, :].expand(d, size, im_w))
-    rows = gx0 * (1 - lx)[:, None, :] + gx1 * lx[:, None, :]
-    # along y: [D, H, W]
-    gy0 = rows.gather(1, y0[:, :, None].expand(d, im_h, im_w))
-    gy1 = rows.gather(1, y1[:, :, None].expand(d, im_h, im_w))
-    out = gy0 * (1 - ly)[:, :, None] + gy1 * ly[:, :, None]
-    out = out * (in_y[:, :, None] & in_x[:, None, :])
+    padded, ibox = _padded_masks(masks, padding), _pasting_boxes(boxes, masks.shape[-1], padding)
+    zero = torch.zeros(d, dtype=torch.int64, device=boxes.device)
+    out = _paste(padded, ibox, zero, zero, im_h, im_w, im_h, im_w)
     return out[:, None].to(masks.dtype)
+
+
+def paste_regions(masks: Tensor, boxes: Tensor, image_sizes: Tensor, padding: int = 1) -> Tensor:
+    """Where `paste_masks` can write each detection: [D, 4] int64 (y0, y1, x0, x1), ends exclusive, in
+    images of image_sizes [D, 2] (h, w) per detection (empty where the box lies outside its image).
+    Every pasted pixel outside is exactly 0."""
+    ibox = _pasting_boxes(boxes, masks.shape[-1], padding)
+    h, w = image_sizes[:, 0].to(torch.int64), image_sizes[:, 1].to(torch.int64)
+    y0, x0 = ibox[:, 1].clamp(min=0), ibox[:, 0].clamp(min=0)
+    y1 = torch.maximum(torch.minimum(ibox[:, 3] + 1, h), y0)
+    x1 = torch.maximum(torch.minimum(ibox[:, 2] + 1, w), x0)
+    return torch.stack((y0, y1, x0, x1), 1)
+
+
+def paste_binary_windows(masks: Tensor, boxes: Tensor, image_sizes: Tensor, starts: Tensor,
+                         window: Tuple[int, int], threshold: float, padding: int = 1) -> Tensor:
+    """`paste_masks(masks, boxes, image_size) > threshold` (threshold >= 0) over a window of `window`
+    (h, w) pixels from starts [D, 2] (y, x) of each detection's own image (image_sizes [D, 2]),
+    column-major: bool [D, w, h] (COCO's RLE runs down the columns). The same arithmetic as the full
+    paste, value for value; False beyond the image. With `paste_regions` as starts, a results file gets
+    each mask at the cost of its box, not of its image (resdet/evaluation/rle.py)."""
+    d, (win_h, win_w) = masks.shape[0], (int(window[0]), int(window[1]))
+    if d == 0:
+        return torch.zeros((0, win_w, win_h), dtype=torch.bool)
+    padded, ibox = _padded_masks(masks, padding), _pasting_boxes(boxes, masks.shape[-1], padding)
+    size = padded.shape[-1]
+    im_h, im_w = image_sizes[:, 0].to(torch.int64), image_sizes[:, 1].to(torch.int64)
+    x0, x1, lx, in_x = _axis_weights(ibox[:, 0], ibox[:, 2], starts[:, 1].to(torch.int64), win_w, im_w, size)
+    y0, y1, ly, in_y = _axis_weights(ibox[:, 1], ibox[:, 3], starts[:, 0].to(torch.int64), win_h, im_h, size)
+    # along x as paste_masks: [D, M', w], then stored [D, w, M'] so that the pass along y writes columns
+    gx0 = padded.gather(2, x0[:, None, :].expand(d, size, win_w))
+    gx1 = padded.gather(2, x1[:, None, :].expand(d, size, win_w))
+    cols = (gx0 * (1 - lx)[:, None, :] + gx1 * lx[:, None, :]).transpose(1, 2).contiguous()
+    gy0 = cols.gather(2, y0[:, None, :].expand(d, win_w, win_h))
+    gy1 = cols.gather(2, y1[:, None, :].expand(d, win_w, win_h))
+    out = (gy0 * (1 - ly)[:, None, :] + gy1 * ly[:, None, :]).to(masks.dtype)
+    # paste_masks zeroes what lies outside; with a threshold >= 0 that is: outside is False
+    return (out > threshold) & (in_x[:, :, None] & in_y[:, None, :])

@@ -66,6 +66,7 @@ class TTADetector(nn.Module):
         self.model = model
         self.views = [(int(s), f) for s in min_sizes for f in ((False, True) if flip else (False,))]
         self.max_size, self.merge, self.vote_iou, self.rounding = int(max_size), merge, float(vote_iou), rounding
+        super().train(False)  # inference only, from the start (callers that restore a mode restore eval)
 
     @classmethod
     def from_config(cls, cfg) -> dict:

@@ -185,14 +185,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from resdet.pipeline.sources import SourceError, open_sources
     from resdet.pipeline.stages import run_pipeline
 
-    predictor = _predictor(args)
+    # every input opened before the model loads: a camera or stream that does not open stops the run at once
+    sources = [] if args.dataset else open_sources(args.input, stream_timeout_s=args.stream_timeout)
+    try:
+        predictor = _predictor(args)
+    except BaseException:
+        for s in sources:
+            s.close()
+        raise
     if args.score is not None:
         predictor.score_threshold = args.score
     image_ids, dataset_json = None, ""
     if args.dataset:
         sources, image_ids, dataset_json = _dataset_sources(predictor, args.dataset)
-    else:
-        sources = open_sources(args.input, stream_timeout_s=args.stream_timeout)
     try:
         if args.coco_json:
             image_ids = _image_ids_from(args.coco_json, sources)

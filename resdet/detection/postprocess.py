@@ -139,16 +139,28 @@ def paste_regions(masks: Tensor, boxes: Tensor, image_sizes: Tensor, padding: in
     return torch.stack((y0, y1, x0, x1), 1)
 
 
+def _select_rows(cols: Tensor, rows: Tensor) -> Tensor:
+    """cols [D, w, S] at rows [D, h] of each detection: [D, w, h] (one index_select for a single
+    detection, about twice as fast as gather with an expanded index; the same values)."""
+    if cols.shape[0] == 1:
+        return cols[0].index_select(1, rows[0])[None]
+    return cols.gather(2, rows[:, None, :].expand(-1, cols.shape[1], -1))
+
+
 def paste_binary_windows(masks: Tensor, boxes: Tensor, image_sizes: Tensor, starts: Tensor,
-                         window: Tuple[int, int], threshold: float, padding: int = 1) -> Tensor:
+                         window: Tuple[int, int], threshold: float, padding: int = 1,
+                         inside_regions: bool = False) -> Tensor:
     """`paste_masks(masks, boxes, image_size) > threshold` (threshold >= 0) over a window of `window`
     (h, w) pixels from starts [D, 2] (y, x) of each detection's own image (image_sizes [D, 2]),
-    column-major: bool [D, w, h] (COCO's RLE runs down the columns). The same arithmetic as the full
+    column-major, each column framed by a False pixel above and below: bool [D, w, h + 2] (COCO's RLE
+    runs down the columns; the frame marks where a run is cut). The same arithmetic as the full
     paste, value for value; False beyond the image. With `paste_regions` as starts, a results file gets
-    each mask at the cost of its box, not of its image (resdet/evaluation/rle.py)."""
+    each mask at the cost of its box, not of its image (resdet/evaluation/rle.py). `inside_regions`: the
+    caller guarantees every window pixel is in its detection's region (one detection, window = its
+    `paste_regions` region), so nothing needs masking."""
     d, (win_h, win_w) = masks.shape[0], (int(window[0]), int(window[1]))
     if d == 0:
-        return torch.zeros((0, win_w, win_h), dtype=torch.bool)
+        return torch.zeros((0, win_w, win_h + 2), dtype=torch.bool)
     padded, ibox = _padded_masks(masks, padding), _pasting_boxes(boxes, masks.shape[-1], padding)
     size = padded.shape[-1]
     im_h, im_w = image_sizes[:, 0].to(torch.int64), image_sizes[:, 1].to(torch.int64)
@@ -158,8 +170,16 @@ def paste_binary_windows(masks: Tensor, boxes: Tensor, image_sizes: Tensor, star
     gx0 = padded.gather(2, x0[:, None, :].expand(d, size, win_w))
     gx1 = padded.gather(2, x1[:, None, :].expand(d, size, win_w))
     cols = (gx0 * (1 - lx)[:, None, :] + gx1 * lx[:, None, :]).transpose(1, 2).contiguous()
-    gy0 = cols.gather(2, y0[:, None, :].expand(d, win_w, win_h))
-    gy1 = cols.gather(2, y1[:, None, :].expand(d, win_w, win_h))
-    out = (gy0 * (1 - ly)[:, None, :] + gy1 * ly[:, None, :]).to(masks.dtype)
-    # paste_masks zeroes what lies outside; with a threshold >= 0 that is: outside is False
-    return (out > threshold) & (in_x[:, :, None] & in_y[:, None, :])
+    # along y, in place (the same products and sum as paste_masks, without image-sized temporaries)
+    out = _select_rows(cols, y0).mul_((1 - ly)[:, None, :])
+    out.add_(_select_rows(cols, y1).mul_(ly[:, None, :]))
+    out = out.to(masks.dtype)
+    # paste_masks zeroes what lies outside; with a threshold >= 0 that is: outside is False. The window
+    # gets a False row above and below each column (where COCO's runs are cut), filled in place.
+    binary = torch.zeros((d, win_w, win_h + 2), dtype=torch.bool)
+    inner = binary[:, :, 1:-1]
+    torch.gt(out, threshold, out=inner)
+    if not inside_regions:
+        inner &= in_x[:, :, None]
+        inner &= in_y[:, None, :]
+    return binary

@@ -27,8 +27,10 @@ __all__ = ["box_mask_rles", "compact_instances_to_coco_results"]
 
 # Detections pasted together share one window, as large as the largest of them. A batch costs a fixed
 # number of tensor ops (worth about this many window pixels) plus its window pixels; detections join a
-# batch while that costs less than a batch of their own.
+# batch while that costs less than a batch of their own. Detections larger than _ALONE_PIXELS are pasted
+# one at a time, each in exactly its own region (no padding, nothing to mask).
 _BATCH_COST_PIXELS = 32768
+_ALONE_PIXELS = 65536
 
 
 def _batches(heights: np.ndarray, widths: np.ndarray) -> List[np.ndarray]:
@@ -37,6 +39,9 @@ def _batches(heights: np.ndarray, widths: np.ndarray) -> List[np.ndarray]:
     out, batch, bh, bw = [], [], 0, 0
     for k in order:
         h, w = int(heights[k]), int(widths[k])
+        if h * w > _ALONE_PIXELS:
+            out.append(np.asarray([k]))
+            continue
         grown = (len(batch) + 1) * max(bh, h) * max(bw, w)
         if batch and grown > len(batch) * bh * bw + h * w + _BATCH_COST_PIXELS:
             out.append(np.asarray(batch))
@@ -49,10 +54,9 @@ def _batches(heights: np.ndarray, widths: np.ndarray) -> List[np.ndarray]:
 
 
 def _transitions(cols: Tensor, y0: Tensor, x0: Tensor, heights: Tensor) -> Tuple[np.ndarray, np.ndarray]:
-    """Where each window's mask (column-major, [G, w, h]) changes value, as positions in its image's
-    column-major order: (detection index [T], position [T]), sorted by detection then position."""
-    edge = torch.zeros(cols.shape[:2] + (1,), dtype=torch.bool)
-    cols = torch.cat((edge, cols, edge), 2)
+    """Where each window's mask (column-major and framed, [G, w, h + 2]: paste_binary_windows) changes
+    value, as positions in its image's column-major order: (detection index [T], position [T]), sorted
+    by detection then position."""
     change = cols[:, :, 1:] != cols[:, :, :-1]  # [G, w, h + 1]: before window row r (r = h: after the last)
     g, c, r = change.nonzero(as_tuple=True)
     pos = (x0[g] + c) * heights[g] + y0[g] + r
@@ -110,7 +114,8 @@ def box_mask_rles(mask_probs: Tensor, boxes: Tensor, image_sizes, threshold: flo
         sel = torch.from_numpy(idx)
         win = (max(int(heights[idx].max()), 1), max(int(widths[idx].max()), 1))
         starts = regions[sel][:, [0, 2]]
-        cols = paste_binary_windows(mask_probs[sel], boxes[sel], sizes[sel], starts, win, threshold)
+        cols = paste_binary_windows(mask_probs[sel], boxes[sel], sizes[sel], starts, win, threshold,
+                                    inside_regions=len(idx) == 1 and heights[idx[0]] * widths[idx[0]] > 0)
         g, pos = _transitions(cols, starts[:, 0], starts[:, 1], sizes[sel, 0])
         areas = (sizes[sel, 0] * sizes[sel, 1]).numpy()
         for k, c in zip(idx, _counts(g, pos, len(idx), areas)):

@@ -25,7 +25,7 @@ import numpy as np
 from resdet.utils.errors import UserInputError
 
 __all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "SourceError", "ImageFiles", "VideoFile", "LiveSource",
-           "open_sources", "classify_input"]
+           "open_sources", "classify_input", "images_in"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
@@ -182,7 +182,8 @@ def classify_input(item: str) -> str:
     return "missing"
 
 
-def _images_in(folder: str) -> List[str]:
+def images_in(folder: str) -> List[str]:
+    """The images in a folder and below it, sorted (folder by folder)."""
     found = []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
@@ -228,7 +229,7 @@ def open_sources(items: Sequence[str], stream_timeout_s: float = 10.0) -> List:
                 loose[1].append(os.path.basename(item))
             elif kind == "folder":
                 flush_loose()
-                paths = _images_in(item)
+                paths = images_in(item)
                 if not paths:
                     raise SourceError(f"--input folder '{item}' holds no images ({', '.join(IMAGE_EXTENSIONS)}), "
                                       "in it or below")

@@ -152,8 +152,9 @@ class DetectionPredictor:
         the instances of `__call__`, on the CPU. `paste_masks=False` gives Mask R-CNN's masks as
         `mask_probs` [N, 1, M, M] inside each box instead of image-sized `masks` (resdet/evaluation/rle.py
         encodes them; tools/predict.py pastes only those it draws)."""
+        extra = {} if paste_masks else {"paste_masks": False}  # any model with the torchvision interface, else
         outs = self.model([t.to(self.device) for t in images], original_sizes=[tuple(s) for s in original_sizes],
-                          paste_masks=paste_masks)
+                          **extra)
         names = self.class_names
         results = []
         for out in outs:

@@ -2,7 +2,7 @@
 top-k, rescaling to the original image size, and mask pasting for all detections at once."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import NamedTuple, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +11,7 @@ from torch import Tensor
 from .box_ops import BoxCoder, box_sizes_ok, clip_boxes, grouped_nms
 from .structures import top_k_per_image
 
-__all__ = ["select_detections", "paste_masks", "paste_regions", "paste_binary_windows", "scale_boxes"]
+__all__ = ["select_detections", "paste_masks", "PastePlan", "paste_binary_windows", "scale_boxes"]
 
 
 def select_detections(class_logits: Tensor, box_deltas: Tensor, proposals: Tensor, batch_idx: Tensor,
@@ -127,16 +127,28 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: Tuple[int, int], paddi
     return out[:, None].to(masks.dtype)
 
 
-def paste_regions(masks: Tensor, boxes: Tensor, image_sizes: Tensor, padding: int = 1) -> Tensor:
-    """Where `paste_masks` can write each detection: [D, 4] int64 (y0, y1, x0, x1), ends exclusive, in
-    images of image_sizes [D, 2] (h, w) per detection (empty where the box lies outside its image).
-    Every pasted pixel outside is exactly 0."""
-    ibox = _pasting_boxes(boxes, masks.shape[-1], padding)
-    h, w = image_sizes[:, 0].to(torch.int64), image_sizes[:, 1].to(torch.int64)
-    y0, x0 = ibox[:, 1].clamp(min=0), ibox[:, 0].clamp(min=0)
-    y1 = torch.maximum(torch.minimum(ibox[:, 3] + 1, h), y0)
-    x1 = torch.maximum(torch.minimum(ibox[:, 2] + 1, w), x0)
-    return torch.stack((y0, y1, x0, x1), 1)
+class PastePlan(NamedTuple):
+    """What `paste_masks` derives from masks and boxes before it touches a pixel, computed once for
+    pasting into windows: the masks zero-padded (float32), the expanded integer boxes, the masks' dtype."""
+
+    padded: Tensor  # [D, M + 2p, M + 2p]
+    ibox: Tensor  # [D, 4] int64 (x0, y0, x1, y1), ends inclusive
+    dtype: torch.dtype
+
+    @classmethod
+    def of(cls, masks: Tensor, boxes: Tensor, padding: int = 1) -> "PastePlan":
+        return cls(_padded_masks(masks, padding), _pasting_boxes(boxes, masks.shape[-1], padding), masks.dtype)
+
+    def regions(self, image_sizes: Tensor) -> Tensor:
+        """Where `paste_masks` can write each detection: [D, 4] int64 (y0, y1, x0, x1), ends exclusive, in
+        images of image_sizes [D, 2] (h, w) per detection (empty where the box lies outside its image).
+        Every pasted pixel outside is exactly 0."""
+        ibox = self.ibox
+        h, w = image_sizes[:, 0].to(torch.int64), image_sizes[:, 1].to(torch.int64)
+        y0, x0 = ibox[:, 1].clamp(min=0), ibox[:, 0].clamp(min=0)
+        y1 = torch.maximum(torch.minimum(ibox[:, 3] + 1, h), y0)
+        x1 = torch.maximum(torch.minimum(ibox[:, 2] + 1, w), x0)
+        return torch.stack((y0, y1, x0, x1), 1)
 
 
 def _select_rows(cols: Tensor, rows: Tensor) -> Tensor:
@@ -147,21 +159,21 @@ def _select_rows(cols: Tensor, rows: Tensor) -> Tensor:
     return cols.gather(2, rows[:, None, :].expand(-1, cols.shape[1], -1))
 
 
-def paste_binary_windows(masks: Tensor, boxes: Tensor, image_sizes: Tensor, starts: Tensor,
-                         window: Tuple[int, int], threshold: float, padding: int = 1,
-                         inside_regions: bool = False) -> Tensor:
-    """`paste_masks(masks, boxes, image_size) > threshold` (threshold >= 0) over a window of `window`
+def paste_binary_windows(plan: PastePlan, image_sizes: Tensor, starts: Tensor, window: Tuple[int, int],
+                         threshold: float, inside_regions: bool = False) -> Tensor:
+    """`paste_masks(masks, boxes, image_size) > threshold` (threshold >= 0) for the detections of `plan`
+    (`PastePlan.of(masks, boxes)`, or a slice of one: `PastePlan(*(x[i] ...))`) over a window of `window`
     (h, w) pixels from starts [D, 2] (y, x) of each detection's own image (image_sizes [D, 2]),
     column-major, each column framed by a False pixel above and below: bool [D, w, h + 2] (COCO's RLE
-    runs down the columns; the frame marks where a run is cut). The same arithmetic as the full
-    paste, value for value; False beyond the image. With `paste_regions` as starts, a results file gets
-    each mask at the cost of its box, not of its image (resdet/evaluation/rle.py). `inside_regions`: the
-    caller guarantees every window pixel is in its detection's region (one detection, window = its
-    `paste_regions` region), so nothing needs masking."""
-    d, (win_h, win_w) = masks.shape[0], (int(window[0]), int(window[1]))
+    runs down the columns; the frame marks where a run is cut). The same arithmetic as the full paste,
+    value for value; False beyond the image. With `plan.regions` as starts, a results file gets each mask
+    at the cost of its box, not of its image (resdet/evaluation/rle.py). `inside_regions`: the caller
+    guarantees every window pixel is in its detection's region (one detection, window = its region), so
+    nothing needs masking."""
+    padded, ibox = plan.padded, plan.ibox
+    d, (win_h, win_w) = padded.shape[0], (int(window[0]), int(window[1]))
     if d == 0:
         return torch.zeros((0, win_w, win_h + 2), dtype=torch.bool)
-    padded, ibox = _padded_masks(masks, padding), _pasting_boxes(boxes, masks.shape[-1], padding)
     size = padded.shape[-1]
     im_h, im_w = image_sizes[:, 0].to(torch.int64), image_sizes[:, 1].to(torch.int64)
     x0, x1, lx, in_x = _axis_weights(ibox[:, 0], ibox[:, 2], starts[:, 1].to(torch.int64), win_w, im_w, size)
@@ -173,7 +185,7 @@ def paste_binary_windows(masks: Tensor, boxes: Tensor, image_sizes: Tensor, star
     # along y, in place (the same products and sum as paste_masks, without image-sized temporaries)
     out = _select_rows(cols, y0).mul_((1 - ly)[:, None, :])
     out.add_(_select_rows(cols, y1).mul_(ly[:, None, :]))
-    out = out.to(masks.dtype)
+    out = out.to(plan.dtype)
     # paste_masks zeroes what lies outside; with a threshold >= 0 that is: outside is False. The window
     # gets a False row above and below each column (where COCO's runs are cut), filled in place.
     binary = torch.zeros((d, win_w, win_h + 2), dtype=torch.bool)

@@ -24,7 +24,8 @@ import torch
 
 from resdet.utils.errors import UserInputError
 
-__all__ = ["CODECS", "choose_codec", "VideoOutput", "JsonLines", "draw_frame", "write_picture", "save_json"]
+__all__ = ["CODECS", "choose_codec", "VideoOutput", "JsonLines", "draw_frame", "write_picture", "save_json", "picture_path",
+           "frame_record"]
 
 # Tried in this order when no --codec is given.
 CODECS = ("avc1", "mp4v")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import threading
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -92,6 +93,7 @@ class VideoFile:
         self.total: Optional[int] = count if count > 0 else None
         self.frames_read = 0
         self.ended_early: Optional[str] = None
+        self._reading = threading.Lock()  # held during a read: never release the capture under it
 
     def _cannot_open(self) -> str:
         return (f"video file '{self.target}' cannot be opened by OpenCV (not a video, or a codec this OpenCV "
@@ -101,7 +103,8 @@ class VideoFile:
         failed: List[int] = []
         index = 0
         while True:
-            ok, frame = self.cap.read()
+            with self._reading:
+                ok, frame = self.cap.read()
             if ok and frame is not None:
                 for f in failed:  # failures followed by a good frame: frames that did not decode
                     yield f, None
@@ -125,7 +128,13 @@ class VideoFile:
                                 "announces (the rest could not be read)")
 
     def close(self) -> None:
-        self.cap.release()
+        # a stalled stream may still be inside read() in the feeder thread (which the run stopped waiting
+        # for): OpenCV's capture is not thread-safe, so it is then left to the process's exit
+        if self._reading.acquire(timeout=0.5):
+            try:
+                self.cap.release()
+            finally:
+                self._reading.release()
 
 
 class LiveSource(VideoFile):

@@ -11,7 +11,7 @@ from torch import Tensor
 from .box_ops import BoxCoder, box_sizes_ok, clip_boxes, grouped_nms
 from .structures import top_k_per_image
 
-__all__ = ["select_detections", "paste_masks", "PastePlan", "paste_binary_windows", "scale_boxes"]
+__all__ = ["select_detections", "paste_masks", "PastePlan", "PasteAxes", "paste_axes", "paste_binary_windows", "scale_boxes"]
 
 
 def select_detections(class_logits: Tensor, box_deltas: Tensor, proposals: Tensor, batch_idx: Tensor,
@@ -159,25 +159,43 @@ def _select_rows(cols: Tensor, rows: Tensor) -> Tensor:
     return cols.gather(2, rows[:, None, :].expand(-1, cols.shape[1], -1))
 
 
-def paste_binary_windows(plan: PastePlan, image_sizes: Tensor, starts: Tensor, window: Tuple[int, int],
-                         threshold: float, inside_regions: bool = False) -> Tensor:
+class PasteAxes(NamedTuple):
+    """The per-pixel sampling of windows along x and along y (from `_axis_weights`): source indices,
+    weights and inside-ness, [D, w] and [D, h]. Computed once for all detections and cropped per batch."""
+
+    x: Tuple[Tensor, Tensor, Tensor, Tensor]
+    y: Tuple[Tensor, Tensor, Tensor, Tensor]
+
+    def take(self, rows: Tensor, window: Tuple[int, int]) -> "PasteAxes":
+        h, w = int(window[0]), int(window[1])
+        return PasteAxes(tuple(t[rows, :w] for t in self.x), tuple(t[rows, :h] for t in self.y))
+
+
+def paste_axes(plan: PastePlan, image_sizes: Tensor, starts: Tensor, window: Tuple[int, int]) -> PasteAxes:
+    """How windows of `window` (h, w) pixels from starts [D, 2] (y, x) sample each detection's padded mask,
+    as `paste_masks` samples it (images of image_sizes [D, 2])."""
+    size = plan.padded.shape[-1]
+    ibox = plan.ibox
+    im_h, im_w = image_sizes[:, 0].to(torch.int64), image_sizes[:, 1].to(torch.int64)
+    x = _axis_weights(ibox[:, 0], ibox[:, 2], starts[:, 1].to(torch.int64), int(window[1]), im_w, size)
+    y = _axis_weights(ibox[:, 1], ibox[:, 3], starts[:, 0].to(torch.int64), int(window[0]), im_h, size)
+    return PasteAxes(x, y)
+
+
+def paste_binary_windows(plan: PastePlan, axes: PasteAxes, threshold: float, inside_regions: bool = False) -> Tensor:
     """`paste_masks(masks, boxes, image_size) > threshold` (threshold >= 0) for the detections of `plan`
-    (`PastePlan.of(masks, boxes)`, or a slice of one: `PastePlan(*(x[i] ...))`) over a window of `window`
-    (h, w) pixels from starts [D, 2] (y, x) of each detection's own image (image_sizes [D, 2]),
-    column-major, each column framed by a False pixel above and below: bool [D, w, h + 2] (COCO's RLE
-    runs down the columns; the frame marks where a run is cut). The same arithmetic as the full paste,
-    value for value; False beyond the image. With `plan.regions` as starts, a results file gets each mask
-    at the cost of its box, not of its image (resdet/evaluation/rle.py). `inside_regions`: the caller
-    guarantees every window pixel is in its detection's region (one detection, window = its region), so
-    nothing needs masking."""
-    padded, ibox = plan.padded, plan.ibox
-    d, (win_h, win_w) = padded.shape[0], (int(window[0]), int(window[1]))
+    (`PastePlan.of(masks, boxes)`, or a slice of one) over the windows `axes` describes (`paste_axes`,
+    or a `take` of it), column-major, each column framed by a False pixel above and below: bool
+    [D, w, h + 2] (COCO's RLE runs down the columns; the frame marks where a run is cut). The same
+    arithmetic as the full paste, value for value; False beyond the image. With `plan.regions` as the
+    windows' starts, a results file gets each mask at the cost of its box, not of its image
+    (resdet/evaluation/rle.py). `inside_regions`: the caller guarantees every window pixel is in its
+    detection's region (one detection, window = its region), so nothing needs masking."""
+    padded = plan.padded
+    (x0, x1, lx, in_x), (y0, y1, ly, in_y) = axes.x, axes.y
+    d, size, win_h, win_w = padded.shape[0], padded.shape[-1], y0.shape[1], x0.shape[1]
     if d == 0:
         return torch.zeros((0, win_w, win_h + 2), dtype=torch.bool)
-    size = padded.shape[-1]
-    im_h, im_w = image_sizes[:, 0].to(torch.int64), image_sizes[:, 1].to(torch.int64)
-    x0, x1, lx, in_x = _axis_weights(ibox[:, 0], ibox[:, 2], starts[:, 1].to(torch.int64), win_w, im_w, size)
-    y0, y1, ly, in_y = _axis_weights(ibox[:, 1], ibox[:, 3], starts[:, 0].to(torch.int64), win_h, im_h, size)
     # along x as paste_masks: [D, M', w], then stored [D, w, M'] so that the pass along y writes columns
     gx0 = padded.gather(2, x0[:, None, :].expand(d, size, win_w))
     gx1 = padded.gather(2, x1[:, None, :].expand(d, size, win_w))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from resdet.detection.postprocess import PastePlan, paste_binary_windows
+from resdet.detection.postprocess import PastePlan, paste_axes, paste_binary_windows
 
 __all__ = ["box_mask_rles", "compact_instances_to_coco_results"]
 
@@ -29,7 +29,7 @@ __all__ = ["box_mask_rles", "compact_instances_to_coco_results"]
 # number of tensor ops (worth about this many window pixels) plus its window pixels; detections join a
 # batch while that costs less than a batch of their own. Detections larger than _ALONE_PIXELS are pasted
 # one at a time, each in exactly its own region (no padding, nothing to mask).
-_BATCH_COST_PIXELS = 65536
+_BATCH_COST_PIXELS = 32768
 _ALONE_PIXELS = 65536
 
 
@@ -115,13 +115,15 @@ def box_mask_rles(mask_probs: Tensor, boxes: Tensor, image_sizes, threshold: flo
     widths = (regions[:, 3] - regions[:, 2]).numpy()
     starts, image_h = regions[:, [0, 2]], sizes[:, 0].numpy()
     areas = (sizes[:, 0] * sizes[:, 1]).numpy()
+    # the windows' sampling along x and y, for every detection at once (cropped per batch)
+    axes = paste_axes(plan, sizes, starts, (max(int(heights.max()), 1), max(int(widths.max()), 1)))
     counts: List[Optional[np.ndarray]] = [None] * n
     for idx in _batches(heights, widths):
         sel = torch.from_numpy(idx)
         win = (max(int(heights[idx].max()), 1), max(int(widths[idx].max()), 1))
         alone = len(idx) == 1 and heights[idx[0]] * widths[idx[0]] > 0
-        framed = paste_binary_windows(PastePlan(plan.padded[sel], plan.ibox[sel], plan.dtype), sizes[sel],
-                                      starts[sel], win, threshold, inside_regions=alone)
+        framed = paste_binary_windows(PastePlan(plan.padded[sel], plan.ibox[sel], plan.dtype), axes.take(sel, win),
+                                      threshold, inside_regions=alone)
         g, pos = _transitions(framed, starts[sel, 0].numpy(), starts[sel, 1].numpy(), image_h[idx])
         for k, c in zip(idx, _counts(g, pos, len(idx), areas[idx])):
             counts[k] = c

@@ -200,7 +200,7 @@ def time_pipeline(predictor, kind: str, path: str, *, frames: int, rounds: int, 
             model_fps.append(m["fps"])
             pipe_fps.append(last["fps"])
             ratios.append(last["fps"] / m["fps"])
-            progress(f"  {kind} round {r + 1}: model alone {m['fps']:.2f} frames/s, pipeline {last['fps']:.2f} "
+            progress(f"  {kind} round {r + 1}: model alone {m['fps']:.3g} frames/s, pipeline {last['fps']:.3g} "
                      f"frames/s ({ratios[-1]:.2f}); {m['drawn_per_frame']:.1f} detections drawn per frame")
     return {"kind": kind, "batch": batch, "frames": frames, "rounds": rounds,
             "model_fps": statistics.median(model_fps), "pipeline_fps": statistics.median(pipe_fps),
@@ -296,8 +296,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"{r['ratio']:.1f}x ({r['cpu_ratio']:.1f}x in CPU time)")
         else:
             print(f"{r['kind']} (batch {r['batch']}, {r['frames']} frames, median of {r['rounds']}): pipeline "
-                  f"{r['pipeline_fps']:.2f} frames/s with drawing = {100 * r['ratio']:.0f}% of the model alone "
-                  f"({r['model_fps']:.2f} frames/s); {r['drawn_per_frame']:.1f} detections drawn per frame")
+                  f"{r['pipeline_fps']:.3g} frames/s with drawing = {100 * r['ratio']:.0f}% of the model alone "
+                  f"({r['model_fps']:.3g} frames/s); {r['drawn_per_frame']:.1f} detections drawn per frame")
             print("\n".join(r["stages"]))
     folder_rows = {r["batch"]: r for r in rows if r["kind"] == "folder"}
     if len(folder_rows) == 2:

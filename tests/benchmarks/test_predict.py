@@ -16,12 +16,12 @@ def test_predict_benchmark_prints_each_ratio(tmp_path, capsys):
     _, images = generate_shapes_dataset(str(tmp_path / "shapes"), "val", 3, 0, (64, 80))
     out = tmp_path / "bench.jsonl"
     threads = torch.get_num_threads()
-    assert main(["--predict", "--config", "configs/quickstart_shapes.yaml", "--folder", images, "--frames", "3",
+    assert main(["--predict", "--config", "configs/quickstart_shapes.yaml", "--folder", images, "--frames", "2",
                  "--rounds", "1", "--batch", "2", "--results-images", "4", "--results-dets", "10", "--reference-images", "1",
                  "--json", str(out), "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "64"]) == 0
     assert torch.get_num_threads() == threads
     text = capsys.readouterr().out
-    assert "video (batch 2, 3 frames, median of 1): pipeline" in text and "% of the model alone" in text
+    assert "video (batch 2, 2 frames, median of 1): pipeline" in text and "% of the model alone" in text
     assert "folder: batch 2 pipeline / batch 1 pipeline" in text
     assert "results JSON, 4 images x 10 detections with RLE masks" in text
     rows = [json.loads(line) for line in out.read_text().splitlines()]

@@ -77,7 +77,7 @@ def test_folders_globs_videos_and_a_bad_image(setup, tmp_path, capsys):
 
 @pytest.mark.parametrize("tta", [False, True])
 def test_results_of_a_dataset_score_as_eval_py_scores_the_model(setup, tmp_path, tta):
-    overrides = setup["overrides"] + (["TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(56, 72)"] if tta else [])
+    overrides = setup["overrides"] + (["TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(56,)"] if tta else [])
     metrics = eval_main(["--config", CONFIG, "--weights", setup["weights"], "--output-dir", str(tmp_path / "eval")]
                         + overrides)
     assert main(setup["model"] + ["--dataset", "shapes_val", "--output", str(tmp_path / "pred"), "--no-draw"]

@@ -6,14 +6,18 @@
     instances = predictor("image.jpg")        # boxes, scores, labels, masks, class_names (original frame)
     picture = predictor.draw("image.jpg", instances)   # CHW uint8 with boxes, masks, labels, scores
     predictor = DetectionPredictor.from_exported("model.onnx")   # a file from tools/export.py (.onnx, .pt2)
+    tensor, size = predictor.prepare("image.jpg")          # decode + test-time resize (thread-safe)
+    outs = predictor.predict_batch([tensor, ...], [size, ...])    # one batched model call (tools/predict.py)
 
 The image goes through the same test-time resize as evaluation (resdet/data/transforms.py), so the
-predictor sees what eval.py sees; outputs come back in the original image's coordinates.
+predictor sees what eval.py sees; outputs come back in the original image's coordinates. With
+TEST.AUG.ENABLED the model is wrapped in test-time augmentation (resdet/detection/tta.py).
 """
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence, Union
+import threading
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -44,8 +48,10 @@ class DetectionPredictor:
         else:  # an exported model (resdet.export.runtime.ExportedDetector) runs where it was loaded
             self.device = model.device
         self.class_names = list(class_names)
-        self.resize = build_augmentation(False, min_size_test=min_size, max_size=max_size,
-                                         resize_rounding=resize_rounding, resize_backend=resize_backend)
+        self._resize_args = dict(min_size_test=min_size, max_size=max_size, resize_rounding=resize_rounding,
+                                 resize_backend=resize_backend)
+        self.resize = build_augmentation(False, **self._resize_args)
+        self._per_thread = threading.local()  # prepare() runs in worker threads: one resize pipeline each
         self.score_threshold = score_threshold
         self.mask_threshold = mask_threshold
         self.cfg = None  # the config it was built from, by from_config / from_checkpoint
@@ -81,12 +87,15 @@ class DetectionPredictor:
             cfg = cfg.clone()
             cfg.defrost()
             cfg.MODEL.WEIGHTS = weights
+        from resdet.detection.tta import with_test_time_augmentation
+
         model = build_detection_model(cfg)
         path = cfg.MODEL.WEIGHTS
         if path:
             load_detection_weights(model, path, strict=True)
         else:
             logger.warning("No weights given (MODEL.WEIGHTS or --weights): the model is untrained")
+        model = with_test_time_augmentation(cfg, model)
         if class_names is None:
             class_names = _dataset_class_names(cfg)
         predictor = cls(model, class_names, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
@@ -122,20 +131,43 @@ class DetectionPredictor:
             raise ValueError(f"the predictor takes an image path or an HxWx3 RGB uint8 array; got {desc}")
         return image
 
+    def prepare(self, image: Union[str, np.ndarray]) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """The model's input for one image (path or HxWx3 RGB uint8 array): its test-time resize as a CHW
+        float tensor (0-255, on the CPU), and its original (h, w). Safe to call from several threads."""
+        from resdet.data.transforms import build_augmentation
+
+        pixels = self._load(image)
+        h, w = pixels.shape[:2]
+        resize = getattr(self._per_thread, "resize", None)
+        if resize is None:
+            resize = self._per_thread.resize = build_augmentation(False, **self._resize_args)
+        resized = resize(image=pixels, bboxes=np.zeros((0, 4), np.float32), ann_index=[])["image"]
+        # uint8 (opencv backend) or float 0-255 kept unrounded (torch backend): the model takes float 0-255
+        return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float(), (h, w)
+
     @torch.no_grad()
+    def predict_batch(self, images: Sequence[torch.Tensor], original_sizes: Sequence[Tuple[int, int]],
+                      paste_masks: bool = True) -> List[Dict]:
+        """One model call on prepared images (`prepare`), padded into one batch as in training: per image
+        the instances of `__call__`, on the CPU. `paste_masks=False` gives Mask R-CNN's masks as
+        `mask_probs` [N, 1, M, M] inside each box instead of image-sized `masks` (resdet/evaluation/rle.py
+        encodes them; tools/predict.py pastes only those it draws)."""
+        extra = {} if paste_masks else {"paste_masks": False}  # any model with the torchvision interface, else
+        outs = self.model([t.to(self.device) for t in images], original_sizes=[tuple(s) for s in original_sizes],
+                          **extra)
+        names = self.class_names
+        results = []
+        for out in outs:
+            out = {k: v.cpu() for k, v in out.items()}
+            out["class_names"] = [names[l - 1] if 0 < l <= len(names) else str(l) for l in out["labels"].tolist()]
+            results.append(out)
+        return results
+
     def __call__(self, image: Union[str, np.ndarray]) -> Dict:
         """Instances in the original frame: boxes [N,4] xyxy, scores, labels 1..K, masks [N,1,H,W]
         (probabilities, for Mask R-CNN), and class_names (one per instance)."""
-        pixels = self._load(image)
-        h, w = pixels.shape[:2]
-        resized = self.resize(image=pixels, bboxes=np.zeros((0, 4), np.float32), ann_index=[])["image"]
-        # uint8 (opencv backend) or float 0-255 kept unrounded (torch backend): the model takes float 0-255
-        tensor = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().to(self.device)
-        out = self.model([tensor], original_sizes=[(h, w)])[0]
-        out = {k: v.cpu() for k, v in out.items()}
-        names = self.class_names
-        out["class_names"] = [names[l - 1] if 0 < l <= len(names) else str(l) for l in out["labels"].tolist()]
-        return out
+        tensor, size = self.prepare(image)
+        return self.predict_batch([tensor], [size])[0]
 
     def draw(self, image: Union[str, np.ndarray], instances: Optional[Dict] = None) -> torch.Tensor:
         from resdet.utils.visualize import draw_instances

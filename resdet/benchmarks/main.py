@@ -22,6 +22,9 @@ standard ImageFolder + PIL + RandomResizedCrop pipeline, per core with --workers
       (grouped NMS's branches on a model's own boxes: nms.py)
   python tools/benchmark.py --train-step configs/custom_scratch_r18_gn.yaml --device cpu
       (a recipe's training step with its loader, today's settings against the config's: train_step.py)
+  python tools/benchmark.py --predict [--weights CKPT] [--video FILE] [--folder DIR] [--batch N]
+      (tools/predict.py's pipeline, drawing included, against the model alone; results JSON writing:
+      predict.py; `--predict --help` lists its options)
 """
 from __future__ import annotations
 
@@ -42,6 +45,10 @@ def main(argv=None) -> int:
         from .suite import main as suite_main
 
         return suite_main(argv)
+    if "--predict" in argv:  # tools/predict.py's pipeline against the model alone: predict.py
+        from .predict import main as predict_main
+
+        return predict_main(argv)
     if "--cifar" in argv:  # its own options and defaults (batch 128, depth, rounds): cifar.py
         from .cifar import main as cifar_main
 
@@ -50,6 +57,9 @@ def main(argv=None) -> int:
     p.add_argument("--suite", choices=["gpu"],
                    help="run the GPU acceptance suite instead (benchmark.json + benchmark.md; its options: "
                         "tools/benchmark.py --suite gpu --help)")
+    p.add_argument("--predict", action="store_true",
+                   help="time tools/predict.py's pipeline against the model alone instead (see `--predict --help`; "
+                        "resdet/benchmarks/predict.py)")
     p.add_argument("--cifar", action="store_true",
                    help="time the CIFAR training step instead, eager vs compiled / CUDA graph "
                         "(see `--cifar --help`; resdet/benchmarks/cifar.py)")

@@ -291,6 +291,25 @@ _C.TEST.VIS_SCORE_THRESHOLD = 0.5
 # port, same numbers, much faster on large sets; `pip install faster-coco-eval`).
 _C.TEST.COCO_EVAL_BACKEND = "pycocotools"
 
+# --- test-time augmentation (resdet/detection/tta.py): tools/eval.py, the predictor, tools/predict.py ---
+_C.TEST.AUG = CN()
+# See every test image at several scales (and mirrored) and merge the detections; several times slower
+# (one model pass per view). Training's periodic evaluations never use it.
+_C.TEST.AUG.ENABLED = False
+# Shorter sides of the views; () = INPUT.MIN_SIZE_TRAIN, the scales the model was trained at (views far
+# outside them tend to lower AP). Views are resized from the image the test-time resize gives.
+_C.TEST.AUG.MIN_SIZES = ()
+# Longer-side cap of the views; 0 = INPUT.MAX_SIZE_TRAIN.
+_C.TEST.AUG.MAX_SIZE = 0
+# Add the mirror image of every view.
+_C.TEST.AUG.FLIP = True
+# How the views' boxes are merged per image and class: "nms" (the best of overlapping boxes, at
+# MODEL.ROI_HEADS.NMS_THRESH_TEST; Detectron2's) or "vote" (then each kept box becomes the score-weighted
+# mean of the boxes overlapping it by TEST.AUG.VOTE_IOU or more: box voting).
+_C.TEST.AUG.MERGE = "nms"
+# IoU at which boxes take part in a kept box's vote (MERGE "vote").
+_C.TEST.AUG.VOTE_IOU = 0.8
+
 # ----------------------------------------------------------------------------------------------------
 # Datasets and input pipeline (detection: DATASETS, INPUT): resdet/data adds them here.
 # ----------------------------------------------------------------------------------------------------

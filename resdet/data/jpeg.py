@@ -52,7 +52,7 @@ except ImportError:  # pragma: no cover - exercised by forcing backend="pil" in 
 HAVE_SIMPLEJPEG = simplejpeg is not None
 
 __all__ = ["ImageInfo", "MAX_SHRINK", "read_file", "probe", "decode_rgb", "decoder_backend", "jpeg_looks_complete",
-           "shrink_for", "read_image_fast", "HAVE_SIMPLEJPEG"]
+           "shrink_for", "read_image_fast", "read_any_image_fast", "HAVE_SIMPLEJPEG"]
 
 # Largest DCT reduction: 1/8 (libjpeg's power-of-two scales are 1/2, 1/4, 1/8).
 MAX_SHRINK = 3
@@ -194,6 +194,20 @@ def read_image_fast(path: str, width: Optional[int] = None, height: Optional[int
     against the JSON's size, ImageFileError naming the file otherwise; JPEGs decoded by simplejpeg."""
     if simplejpeg is None or width is None or height is None:
         return read_image(path, width, height)
+    return _read_jpeg_fast(path, (height, width))
+
+
+def read_any_image_fast(path: str) -> np.ndarray:
+    """`read_image(path)` for an image of any size (no JSON to check it against): the same pixels and
+    errors, JPEGs decoded by simplejpeg (tools/predict.py's decoding)."""
+    if simplejpeg is None:
+        return read_image(path)
+    return _read_jpeg_fast(path, None)
+
+
+def _read_jpeg_fast(path: str, size: Optional[Tuple[int, int]]) -> np.ndarray:
+    """simplejpeg for a plain JPEG of `size` (h, w; None: any); everything else by read_image."""
+    width, height = (size[1], size[0]) if size is not None else (None, None)
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -203,7 +217,7 @@ def read_image_fast(path: str, width: Optional[int] = None, height: Optional[int
         return read_image(path, width, height)
     try:
         h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        if (colorspace not in ("YCbCr", "Gray") or (h, w) != (height, width)
+        if (colorspace not in ("YCbCr", "Gray") or (size is not None and (h, w) != tuple(size))
                 or (Image.MAX_IMAGE_PIXELS and h * w > Image.MAX_IMAGE_PIXELS) or _exif_orientation(data) != 1):
             return read_image(path, width, height)
         return simplejpeg.decode_jpeg(data, colorspace="RGB")

@@ -163,6 +163,13 @@ class CascadeROIHeads(StandardROIHeads):
             if gt is None:
                 raise ValueError("CascadeROIHeads: training needs ground truth")
             return None, self._training_forward_cascade(feats, proposals, valid, image_sizes, gt)
+        return self._inference_result(feats, *self.detect(feats, proposals, valid, image_sizes)), {}
+
+    def detect(self, feats: List[Tensor], proposals: Tensor, valid: Tensor,
+               image_sizes: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The cascade's box branch at test time (StandardROIHeads.detect's contract; test-time augmentation
+        calls it per view): every proposal through every stage, the stages' mean scores, the last stage's
+        boxes. One host read for the proposals per level, one per extra stage, plus the NMS's."""
         n, p = valid.shape
         flat = proposals.reshape(-1, 4)
         levels = self.box_pooler.levels(flat)
@@ -180,9 +187,8 @@ class CascadeROIHeads(StandardROIHeads):
             total = probs if total is None else total + probs
         scores = total * (1.0 / self.num_stages)  # the stages' mean, as Detectron2 computes it
         final = decode_clipped(deltas, boxes, img, image_sizes, self.box_coders[-1], scores.shape[1])
-        detections = detections_from_scores(final, scores, img, n, self.score_thresh, self.nms_thresh,
-                                            self.detections_per_image)
-        return self._inference_result(feats, *detections), {}
+        return detections_from_scores(final, scores, img, n, self.score_thresh, self.nms_thresh,
+                                      self.detections_per_image)
 
     def _training_forward_cascade(self, feats: List[Tensor], proposals: Tensor, valid: Tensor, image_sizes: Tensor,
                                   gt: GroundTruth) -> Dict[str, Tensor]:

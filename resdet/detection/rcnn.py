@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .fpn import FPN
-from .postprocess import paste_masks, scale_boxes
+from .postprocess import paste_masks as _paste_masks, scale_boxes
 from . import cascade  # noqa: F401  (registers CascadeROIHeads)
 from .roi_heads import StandardROIHeads, build_roi_heads
 from .rpn import RPN
@@ -71,7 +71,7 @@ class GeneralizedRCNN(nn.Module):
         return ImageBatch(tensor, sizes_tensor(sizes, device), sizes)
 
     def forward(self, images: Sequence[Tensor], targets: Optional[Sequence[Dict[str, Tensor]]] = None,
-                original_sizes: Optional[Sequence[Tuple[int, int]]] = None):
+                original_sizes: Optional[Sequence[Tuple[int, int]]] = None, paste_masks: bool = True):
         check_images(images)
         gt = None
         if self.training:
@@ -83,13 +83,17 @@ class GeneralizedRCNN(nn.Module):
         result, head_losses = self.roi_heads(features, proposals, valid, batch.image_sizes, gt)
         if self.training:
             return {**rpn_losses, **head_losses}
-        return self.postprocess(result, batch.image_sizes, original_sizes, batch.sizes)
+        return self.postprocess(result, batch.image_sizes, original_sizes, batch.sizes, paste_masks)
 
     def postprocess(self, result: Dict[str, Tensor], image_sizes: Tensor,
                     original_sizes: Optional[Sequence[Tuple[int, int]]],
-                    sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[Dict[str, Tensor]]:
+                    sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                    paste_masks: bool = True) -> List[Dict[str, Tensor]]:
         """Per-image dicts in the original frame; masks of all images pasted in one call. The sizes and
-        the detections per image are host values already (from the batch and the RoI heads)."""
+        the detections per image are host values already (from the batch and the RoI heads).
+        `paste_masks=False` leaves each detection's M x M probabilities unpasted, as `mask_probs`
+        [n, 1, M, M] (the label's mask inside the box): what a results file or a drawing of a few
+        detections needs, without [n, H, W] full-image masks (resdet/evaluation/rle.py encodes them)."""
         boxes = result["boxes"]
         out_sizes = [tuple(int(v) for v in s) for s in sizes] if sizes is not None else None
         if original_sizes is not None:
@@ -102,11 +106,14 @@ class GeneralizedRCNN(nn.Module):
             counts = result["valid"].sum(1).tolist()
         outputs = [{"boxes": boxes[i, :c], "scores": result["scores"][i, :c], "labels": result["labels"][i, :c]}
                    for i, c in enumerate(counts)]
-        if "mask_probs" in result:
+        if "mask_probs" in result and not paste_masks:
+            for o, part in zip(outputs, result["mask_probs"].split(counts)):
+                o["mask_probs"] = part
+        elif "mask_probs" in result:
             if out_sizes is None:
                 out_sizes = [tuple(s) for s in image_sizes.tolist()]
             canvas = (max(h for h, _ in out_sizes), max(w for _, w in out_sizes))
-            pasted = paste_masks(result["mask_probs"], boxes.reshape(-1, 4)[result["rows"]], canvas)
+            pasted = _paste_masks(result["mask_probs"], boxes.reshape(-1, 4)[result["rows"]], canvas)
             for o, part, (h, w) in zip(outputs, pasted.split(counts), out_sizes):
                 o["masks"] = part[:, :, :h, :w]
         return outputs

@@ -284,6 +284,35 @@ class StandardROIHeads(nn.Module):
         targets = self._mask_targets(fb, fimg, gt_idx[fg_rows], gt, picked.shape[-1])
         return F.binary_cross_entropy_with_logits(picked, targets.to(picked.dtype))
 
+    # ------------------------------------------------------------------ inference
+    def detect(self, feats: List[Tensor], proposals: Tensor, valid: Tensor,
+               image_sizes: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The box branch at test time: padded detections (boxes [N, D, 4] in the frame of image_sizes,
+        scores [N, D], labels [N, D], valid [N, D]) from proposals [N, P, 4] with valid [N, P]. One host
+        read (proposals per level), plus select_detections' one."""
+        p = valid.shape[1]
+        flat = proposals.reshape(-1, 4)
+        levels = self.box_pooler.levels(flat)
+        with declared_sync(proposals.device, "proposals per level"):
+            counts = self.box_pooler.count_levels(levels, valid.reshape(-1)).tolist()
+        rows = torch.argsort(~valid.reshape(-1), stable=True)[: sum(counts)]
+        boxes, img = flat[rows], rows // p
+        logits, deltas = self.box_predictor(self.box_head(self.box_pooler(feats, boxes, img, levels[rows], counts)))
+        return select_detections(logits.float(), deltas.float(), boxes, img, image_sizes, self.box_coder,
+                                 self.score_thresh, self.nms_thresh, self.detections_per_image)
+
+    def predict_masks(self, feats: List[Tensor], boxes: Tensor, img: Tensor, labels: Tensor,
+                      levels: Optional[Tensor] = None, level_counts: Optional[Sequence[int]] = None) -> Tensor:
+        """The mask branch for given boxes [R, 4] of images img [R]: the probabilities [R, 1, M, M] of each
+        box's label inside the box (float32). `levels` / `level_counts` as ROIPooler.forward takes them
+        (computed there, with one host read, when not given). Test-time augmentation calls it with boxes
+        merged over several views (resdet/detection/tta.py)."""
+        m = 2 * self.mask_pooler.output_size[0]
+        if boxes.shape[0] == 0:
+            return boxes.new_zeros((0, 1, m, m))
+        picked = self.mask_head(self.mask_pooler(feats, boxes, img, levels, level_counts), labels)  # own class only
+        return torch.sigmoid(picked.float())  # [R, 1, M, M]
+
     # ------------------------------------------------------------------ forward
     def forward(self, features: Dict[str, Tensor], proposals: Tensor, valid: Tensor, image_sizes: Tensor,
                 gt: Optional[GroundTruth] = None):
@@ -293,18 +322,7 @@ class StandardROIHeads(nn.Module):
                 raise ValueError("StandardROIHeads: training needs ground truth")
             return None, self._training_forward(feats, proposals, valid, gt)
 
-        n, p = valid.shape
-        flat = proposals.reshape(-1, 4)
-        levels = self.box_pooler.levels(flat)
-        with declared_sync(proposals.device, "proposals per level"):
-            counts = self.box_pooler.count_levels(levels, valid.reshape(-1)).tolist()
-        rows = torch.argsort(~valid.reshape(-1), stable=True)[: sum(counts)]
-        boxes, img = flat[rows], rows // p
-        logits, deltas = self.box_predictor(self.box_head(self.box_pooler(feats, boxes, img, levels[rows], counts)))
-        det_boxes, scores, labels, det_valid = select_detections(
-            logits.float(), deltas.float(), boxes, img, image_sizes, self.box_coder, self.score_thresh, self.nms_thresh,
-            self.detections_per_image)
-        return self._inference_result(feats, det_boxes, scores, labels, det_valid), {}
+        return self._inference_result(feats, *self.detect(feats, proposals, valid, image_sizes)), {}
 
     def _inference_result(self, feats: List[Tensor], det_boxes: Tensor, scores: Tensor, labels: Tensor,
                           det_valid: Tensor) -> Dict[str, object]:
@@ -324,13 +342,8 @@ class StandardROIHeads(nn.Module):
         result = {"boxes": det_boxes, "scores": scores, "labels": labels, "valid": det_valid,
                   "counts": per_image, "rows": rows}
         if self.mask_on:
-            m = 2 * self.mask_pooler.output_size[0]
-            if rows.numel():
-                picked = self.mask_head(self.mask_pooler(feats, det_boxes.reshape(-1, 4)[rows], rows // d,
-                                                         mask_levels[rows], got[n:]), labels.reshape(-1)[rows])
-                result["mask_probs"] = torch.sigmoid(picked.float())  # [R, 1, M, M], R = sum(counts)
-            else:
-                result["mask_probs"] = det_boxes.new_zeros((0, 1, m, m))
+            result["mask_probs"] = self.predict_masks(feats, det_boxes.reshape(-1, 4)[rows], rows // d,
+                                                      labels.reshape(-1)[rows], mask_levels[rows], got[n:])
         return result
 
 

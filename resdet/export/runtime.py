@@ -205,7 +205,8 @@ def _fixed(dim) -> Optional[int]:
 
 
 def paste_detections(raw: Dict[str, Tensor], image_sizes: Tensor,
-                     original_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[Dict[str, Tensor]]:
+                     original_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                     paste: bool = True) -> List[Dict[str, Tensor]]:
     """The exported detector's fixed-shape outputs as the eager model's per-image dicts.
 
     raw: boxes [N, D, 4], scores [N, D], labels [N, D], num_detections [N] (and mask_probs
@@ -213,6 +214,7 @@ def paste_detections(raw: Dict[str, Tensor], image_sizes: Tensor,
     given (as GeneralizedRCNN.postprocess does) and each detection's M x M probabilities are resized
     into its box and placed in an image of the output size with resdet's paste_masks (torchvision's
     paste_masks_in_image, batched): masks [n_i, 1, H, W] per image. Host work is one read of the counts.
+    `paste=False` leaves them as `mask_probs` [n_i, 1, M, M], as GeneralizedRCNN(paste_masks=False) does.
     """
     boxes = raw["boxes"]
     out_sizes = image_sizes.to(torch.int64)
@@ -228,6 +230,10 @@ def paste_detections(raw: Dict[str, Tensor], image_sizes: Tensor,
         d = raw["mask_probs"].shape[1]
         valid = torch.arange(d)[None, :] < torch.as_tensor(counts)[:, None]
         img, idx = valid.nonzero(as_tuple=True)
+        if not paste:
+            for o, part in zip(outputs, raw["mask_probs"][img, idx].split(counts)):
+                o["mask_probs"] = part
+            return outputs
         canvas = out_sizes.max(dim=0).values.tolist()
         pasted = paste_masks(raw["mask_probs"][img, idx], boxes[img, idx], canvas)
         for i, (o, part) in enumerate(zip(outputs, pasted.split(counts))):
@@ -292,7 +298,8 @@ class ExportedDetector:
             parts.append([o.cpu()[:k] for o in outs])
         return {name: torch.cat([p[j] for p in parts]) for j, name in enumerate(self.metadata["outputs"])}
 
-    def __call__(self, images: Sequence[Tensor], original_sizes: Optional[Sequence[Tuple[int, int]]] = None):
+    def __call__(self, images: Sequence[Tensor], original_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                 paste_masks: bool = True):
         if isinstance(images, Tensor) and images.dim() == 4:
             images = list(images)
         if not isinstance(images, (list, tuple)) or not images:
@@ -302,7 +309,7 @@ class ExportedDetector:
                 raise ValueError(f"images[{i}] must be a [3, H, W] RGB tensor (0-255); got "
                                  f"{tuple(im.shape) if isinstance(im, Tensor) else type(im).__name__}")
         batch, sizes = self._padded(images)
-        return paste_detections(self.run(batch, sizes), sizes, original_sizes)
+        return paste_detections(self.run(batch, sizes), sizes, original_sizes, paste_masks)
 
 
 class ExportedClassifier:

@@ -142,6 +142,7 @@ def main(argv=None):
         return metrics
 
     from resdet.detection.rcnn import build_detection_model
+    from resdet.detection.tta import with_test_time_augmentation
     from resdet.detection.weights import load_detection_weights
     from resdet.engine import cleanup, init_distributed, is_main_process
     from resdet.engine.logging import json_safe
@@ -159,6 +160,9 @@ def main(argv=None):
     model = build_detection_model(cfg).to(device)
     if cfg.MODEL.WEIGHTS:
         load_detection_weights(model, cfg.MODEL.WEIGHTS, strict=True)
+    model = with_test_time_augmentation(cfg, model)  # TEST.AUG.ENABLED: several views per image, merged
+    if is_main_process() and hasattr(model, "views"):
+        print(f"Test-time augmentation: {len(model.views)} views per image (shorter sides, mirrored): {model.views}")
     name = args.dataset or cfg.DATASETS.TEST[0]
     # next to the checkpoint, named after it and the dataset: never over the training's inference/<dataset>/
     weights = cfg.MODEL.WEIGHTS

@@ -18,6 +18,8 @@ standard ImageFolder + PIL + RandomResizedCrop pipeline, per core with --workers
                                                                               (counts.py)
   python tools/benchmark.py --exported output/export/coco_r50.onnx --device cpu --size 800x1216 --batch 1
       (an exported file against the eager model it came from: exported.py)
+  python tools/benchmark.py --analysis [--data DIR] [--images 5000]   # tools/analyze.py against pycocotools'
+                                                                        evaluation, COCO-val-sized (analysis.py)
 """
 from __future__ import annotations
 
@@ -38,6 +40,10 @@ def main(argv=None) -> int:
         from .suite import main as suite_main
 
         return suite_main(argv)
+    if "--analysis" in argv:  # the evaluation analysis against pycocotools' evaluation: analysis.py
+        from .analysis import main as analysis_main
+
+        return analysis_main([a for a in argv if a != "--analysis"])
     if "--cifar" in argv:  # its own options and defaults (batch 128, depth, rounds): cifar.py
         from .cifar import main as cifar_main
 
@@ -46,6 +52,9 @@ def main(argv=None) -> int:
     p.add_argument("--suite", choices=["gpu"],
                    help="run the GPU acceptance suite instead (benchmark.json + benchmark.md; its options: "
                         "tools/benchmark.py --suite gpu --help)")
+    p.add_argument("--analysis", action="store_true",
+                   help="time the evaluation analysis against pycocotools' evaluation at COCO val's size instead "
+                        "(see `--analysis --help`; resdet/benchmarks/analysis.py)")
     p.add_argument("--cifar", action="store_true",
                    help="time the CIFAR training step instead, eager vs compiled / CUDA graph "
                         "(see `--cifar --help`; resdet/benchmarks/cifar.py)")

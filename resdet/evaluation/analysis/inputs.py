@@ -153,7 +153,7 @@ def build_match_inputs(coco_gt, results: Sequence[dict], iou_type: str, max_dets
         # _prepare does it
         gt_geom = [coco_gt.annToRLE(a) for a in anns]
         det_geom = [results[i]["segmentation"] for i in keep]
-        det_area = mask_util.area(det_geom).astype(np.float64) if len(keep) else np.zeros(0)
+        det_area = _mask_areas(det_geom)
         det_box = (mask_util.toBbox(det_geom).astype(np.float64).reshape(-1, 4) if len(keep)
                    else np.zeros((0, 4)))
         if keep_masks:
@@ -168,6 +168,16 @@ def build_match_inputs(coco_gt, results: Sequence[dict], iou_type: str, max_dets
         det_image=det_image, det_cat=det_cat, det_score=det_score, det_area=det_area, det_box=det_box,
         det_result_index=det_result_index, det_rank=det_rank, pair_det=pair_det, pair_gt=pair_gt,
         pair_iou=pair_iou, gt_rles=gt_rles, det_rles=det_rles, truncated=truncated)
+
+
+def _mask_areas(rles: list) -> np.ndarray:
+    """pycocotools' mask.area of each RLE, in chunks of 255: with numpy 2 its area() of a list builds a uint8
+    array of the list's length first, an OverflowError from 256 on (one call per mask would be slow)."""
+    from pycocotools import mask as mask_util
+
+    parts = [np.asarray(mask_util.area(rles[i:i + 255]), dtype=np.float64).reshape(-1)
+             for i in range(0, len(rles), 255)]
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def _bounds(sorted_image: np.ndarray, num_images: int) -> np.ndarray:

@@ -13,8 +13,8 @@ entries name 16 of them in turn).
 
 Each side runs in a fresh process of its own (so that its peak resident memory is its own), one after the
 other and alternating per round: pycocotools' COCO + loadRes + COCOeval evaluate/accumulate/summarize for
-bbox and segm, against the whole analysis (reading and checking both files, bbox and segm, figures,
-pictures, index.html). The ratio is ours / pycocotools' wall time.
+bbox and segm, against `tools/analyze.py --gt --results --images` as a user runs it (reading and checking
+both files, bbox and segm, figures, pictures, index.html). The ratio is ours / pycocotools' wall time.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def write_coco_val_sized(folder: str, num_images: int = 5000, objects_per_image:
     from pycocotools import mask as mask_util
 
     params = {"num_images": num_images, "objects_per_image": objects_per_image, "dets_per_image": dets_per_image,
-              "seed": seed, "version": 1}
+              "seed": seed, "version": 2}
     paths = {k: os.path.join(folder, f) for k, f in (("gt", "gt.json"), ("results", "results.json"),
                                                     ("images", "images"), ("params", "params.json"))}
     if os.path.isfile(paths["params"]) and os.path.isfile(paths["results"]):
@@ -87,8 +87,10 @@ def write_coco_val_sized(folder: str, num_images: int = 5000, objects_per_image:
             poly = _star_polygon(rng, bx[j], by[j], bw[j], bh[j], int(rng.integers(10, 24)))
             rle = mask_util.merge(mask_util.frPyObjects([poly], H, W))
             crowd = int(rng.random() < 0.01)
+            xs, ys = poly[0::2], poly[1::2]  # the box of the polygon, as COCO's boxes are
             anns.append({"id": aid, "image_id": image_id, "category_id": int(cat_ids[ks[j]]),
-                         "bbox": [round(float(v), 2) for v in (bx[j], by[j], bw[j], bh[j])],
+                         "bbox": [round(min(xs), 2), round(min(ys), 2), round(max(xs) - min(xs), 2),
+                                  round(max(ys) - min(ys), 2)],
                          "area": float(mask_util.area(rle)), "iscrowd": crowd, "segmentation": [poly]})
             aid += 1
             polys.append(poly)
@@ -177,19 +179,34 @@ print(json.dumps({"seconds": time.perf_counter() - t,
                   "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
+# the tool as a user runs it (its imports included: the command line's error handling brings torch)
 _OURS = """
-import json, resource, sys, time
-from resdet.evaluation.analysis.analyze import analyze_results
-gt, res, out, images = sys.argv[1:5]
+import json, os, resource, runpy, sys, time
+gt, res, out, images, tool = sys.argv[1:6]
+sys.argv = [tool, "--gt", gt, "--results", res, "--images", images, "--output-dir", out]
 t = time.perf_counter()
-report = analyze_results(gt, res, output_dir=out, image_root=images)
-print(json.dumps({"seconds": time.perf_counter() - t, "timings": report["timings"],
+try:
+    runpy.run_path(tool, run_name="__main__")
+except SystemExit as e:
+    if e.code:
+        raise
+seconds = time.perf_counter() - t
+timings = json.load(open(os.path.join(out, "analysis.json")))["timings"]
+print(json.dumps({"seconds": seconds, "timings": timings,
                   "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
+def _root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _tool() -> str:
+    return os.path.join(_root(), "tools", "analyze.py")
+
+
 def _child(code: str, args: List[str], env: Optional[dict] = None) -> dict:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = _root()
     env = dict(os.environ, **(env or {}))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, "-c", code] + args, capture_output=True, text=True, env=env)
@@ -205,7 +222,7 @@ def time_analysis(paths: Dict[str, str], rounds: int = 1, progress=print) -> Lis
         ref = _child(_REFERENCE, [paths["gt"], paths["results"]])
         progress(f"  round {r + 1}: pycocotools bbox + segm {ref['seconds']:.1f} s, peak {ref['peak_mib']:.0f} MiB")
         with tempfile.TemporaryDirectory() as out:
-            ours = _child(_OURS, [paths["gt"], paths["results"], out, paths["images"]])
+            ours = _child(_OURS, [paths["gt"], paths["results"], out, paths["images"], _tool()])
         progress(f"  round {r + 1}: analysis bbox + segm {ours['seconds']:.1f} s, peak {ours['peak_mib']:.0f} MiB")
         rows.append({"round": r + 1, "pycocotools_s": ref["seconds"], "pycocotools_peak_mib": ref["peak_mib"],
                      "analysis_s": ours["seconds"], "analysis_peak_mib": ours["peak_mib"],

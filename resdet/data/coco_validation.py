@@ -193,13 +193,22 @@ def _rle_string_sum(counts: str) -> Optional[int]:
     return sum(runs)
 
 
-def rle_string_sums(counts: Sequence[bytes]) -> "np.ndarray":
+def rle_string_sums(counts: Sequence[bytes], chunk: int = 20000) -> "np.ndarray":
     """`_rle_string_sum` of many compressed RLE strings at once, in numpy: int64 sums, -1 where a string is
     invalid, has a negative run, or has a value of more than 8 characters (40 bits; a real mask's runs are
     far shorter), which the caller checks again one by one with the exact Python decoder.
 
     Per value (runs of characters ending at one without the 0x20 bit) rather than per character: values
-    are mostly one or two characters, so eight masked passes over the values build them."""
+    are mostly one or two characters, so eight masked passes over the values build them. `chunk` strings
+    at a time: the int64 arrays of 500,000 masks' values at once would take gigabytes."""
+    import numpy as np
+
+    if len(counts) > chunk:
+        return np.concatenate([_rle_string_sums(counts[i:i + chunk]) for i in range(0, len(counts), chunk)])
+    return _rle_string_sums(counts)
+
+
+def _rle_string_sums(counts: Sequence[bytes]) -> "np.ndarray":
     import numpy as np
 
     n = len(counts)

@@ -40,7 +40,7 @@ def _figure(width: float, height: float, layout: Optional[str] = "constrained"):
 
 def _save(fig, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, pil_kwargs={"compress_level": 1})  # zlib's fastest: PNG size barely matters here
     return path
 
 

@@ -46,7 +46,7 @@ def greedy_match(pair_det: np.ndarray, pair_slot: np.ndarray, pair_iou: np.ndarr
     """
     thresholds = np.asarray(thresholds, dtype=np.float64)
     A, T = pair_ignored.shape[0], len(thresholds)
-    matched = np.full((A, T, num_dets), -1, dtype=np.int64)
+    matched = np.full((A, T, num_dets), -1, dtype=np.int32)  # int32: [4, 11, 500k] of COCO val is 88 MB
     if len(pair_det) == 0:
         return matched
     # pairs by (round, detection, file order): each round is one contiguous block
@@ -117,11 +117,12 @@ def match_with_ground_truth(inp: MatchInputs, pair_mask: np.ndarray, other_categ
                            len(inp.det_score), len(uniq))
     has = matched >= 0
     safe = np.where(has, matched, 0)
-    det_gt = np.where(has, pg[safe], -1)
+    det_gt = np.where(has, pg.astype(np.int32)[safe], np.int32(-1))
     a_idx = np.arange(len(areas))[:, None, None]
-    matched_ignored = has & ign[a_idx, safe]
+    det_ignored = has & ign[a_idx, safe]          # matched to ignored ground truth
+    del safe, matched
     outside = np.stack([inp.det_outside(a) for a in areas])[:, None, :]
-    det_ignored = matched_ignored | (~has & outside)
+    det_ignored |= ~has & outside                 # or unmatched outside the area range
     return det_gt, det_ignored
 
 

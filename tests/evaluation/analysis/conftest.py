@@ -60,9 +60,40 @@ def perfect_results(gt, seed=0, with_masks=True):
     return res
 
 
-@pytest.fixture
-def ground_truth():
-    return make_ground_truth()
+def write_images(gt, folder):
+    """Pictures for the ground truth's entries: a gradient with some noise, at the entries' sizes."""
+    import os
+
+    from PIL import Image
+
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for im in gt["images"]:
+        h, w = im["height"], im["width"]
+        y, x = np.mgrid[0:h, 0:w]
+        pix = np.stack([x * 255 // w, y * 255 // h, np.full_like(x, 120)], -1)
+        pix = (pix + rng.integers(0, 20, pix.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pix).save(os.path.join(folder, im["file_name"]), quality=90)
+
+
+@pytest.fixture(scope="session")
+def report_case(tmp_path_factory):
+    """One whole analysis with figures and pictures (bbox and segm), shared by the report's tests:
+    (folder, ground truth, results, report folder, numbers)."""
+    import json
+
+    from resdet.evaluation.analysis.analyze import analyze_results
+
+    root = tmp_path_factory.mktemp("analysis")
+    gt = make_ground_truth(num_images=14, seed=21, crowd_every=11)
+    res = noisy_results(gt, seed=22, wrong_class=0.3)
+    (root / "gt.json").write_text(json.dumps(gt))
+    (root / "results.json").write_text(json.dumps(res))
+    write_images(gt, str(root / "images"))
+    out = root / "report"
+    numbers = analyze_results(str(root / "gt.json"), str(root / "results.json"), output_dir=str(out),
+                              image_root=str(root / "images"), gallery_size=3)
+    return root, gt, res, out, numbers
 
 
 def _rle(box, im):

@@ -14,34 +14,8 @@ from resdet.evaluation.coco import evaluate_coco_results
 from .conftest import make_ground_truth, noisy_results
 
 
-def write_images(gt, folder):
-    """Pictures for the ground truth's entries: a photograph-like gradient with the objects' diamonds."""
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for im in gt["images"]:
-        h, w = im["height"], im["width"]
-        y, x = np.mgrid[0:h, 0:w]
-        pix = np.stack([x * 255 // w, y * 255 // h, np.full_like(x, 120)], -1).astype(np.uint8)
-        pix = (pix + rng.integers(0, 20, pix.shape)).clip(0, 255).astype(np.uint8)
-        Image.fromarray(pix).save(os.path.join(folder, im["file_name"]), quality=90)
-
-
-@pytest.fixture(scope="module")
-def case(tmp_path_factory):
-    root = tmp_path_factory.mktemp("analysis")
-    gt = make_ground_truth(num_images=14, seed=21, crowd_every=11)
-    res = noisy_results(gt, seed=22, wrong_class=0.3)
-    (root / "gt.json").write_text(json.dumps(gt))
-    (root / "results.json").write_text(json.dumps(res))
-    write_images(gt, str(root / "images"))
-    out = root / "report"
-    numbers = analyze_results(str(root / "gt.json"), str(root / "results.json"), output_dir=str(out),
-                              image_root=str(root / "images"), gallery_size=3)
-    return root, gt, res, out, numbers
-
-
-def test_numbers_are_those_of_the_evaluation(case):
-    root, gt, res, out, numbers = case
+def test_numbers_are_those_of_the_evaluation(report_case):
+    root, gt, res, out, numbers = report_case
     saved = json.load(open(out / "analysis.json"))
     assert saved["iou_types"] == ["bbox", "segm"]
     ref = evaluate_coco_results(gt, res, ("bbox", "segm"))
@@ -72,8 +46,8 @@ def test_numbers_are_those_of_the_evaluation(case):
         assert errs == sorted(errs, reverse=True) and errs[0] == max(p["fp"] + p["fn"] for p in per_image)
 
 
-def test_files_of_the_report(case):
-    root, gt, res, out, numbers = case
+def test_files_of_the_report(report_case):
+    root, gt, res, out, numbers = report_case
     for t in ("bbox", "segm"):
         figs = json.load(open(out / "analysis.json"))[t]["figures"]
         assert set(figs) == {"error_types", "pr_bands", "pr_bands_per_category", "confusion", "thresholds"}

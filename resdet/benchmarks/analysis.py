@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -182,8 +182,8 @@ print(json.dumps({"seconds": time.perf_counter() - t,
 # the tool as a user runs it (its imports included: the command line's error handling brings torch)
 _OURS = """
 import json, os, resource, runpy, sys, time
-gt, res, out, images, tool = sys.argv[1:6]
-sys.argv = [tool, "--gt", gt, "--results", res, "--images", images, "--output-dir", out]
+gt, res, out, images, tool, jobs = sys.argv[1:7]
+sys.argv = [tool, "--gt", gt, "--results", res, "--images", images, "--output-dir", out, "--jobs", jobs]
 t = time.perf_counter()
 try:
     runpy.run_path(tool, run_name="__main__")
@@ -193,7 +193,8 @@ except SystemExit as e:
 seconds = time.perf_counter() - t
 timings = json.load(open(os.path.join(out, "analysis.json")))["timings"]
 print(json.dumps({"seconds": seconds, "timings": timings,
-                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "worker_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
 
@@ -215,18 +216,24 @@ def _child(code: str, args: List[str], env: Optional[dict] = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def time_analysis(paths: Dict[str, str], rounds: int = 1, progress=print) -> List[dict]:
-    """Alternating rounds of pycocotools' evaluation and the analysis; one row per round."""
+def time_analysis(paths: Dict[str, str], rounds: int = 1, jobs: Sequence[int] = (1,), progress=print) -> List[dict]:
+    """Alternating rounds of pycocotools' evaluation and the analysis (once per entry of `jobs`: processes);
+    one row per round and jobs."""
     rows = []
     for r in range(rounds):
         ref = _child(_REFERENCE, [paths["gt"], paths["results"]])
         progress(f"  round {r + 1}: pycocotools bbox + segm {ref['seconds']:.1f} s, peak {ref['peak_mib']:.0f} MiB")
-        with tempfile.TemporaryDirectory() as out:
-            ours = _child(_OURS, [paths["gt"], paths["results"], out, paths["images"], _tool()])
-        progress(f"  round {r + 1}: analysis bbox + segm {ours['seconds']:.1f} s, peak {ours['peak_mib']:.0f} MiB")
-        rows.append({"round": r + 1, "pycocotools_s": ref["seconds"], "pycocotools_peak_mib": ref["peak_mib"],
-                     "analysis_s": ours["seconds"], "analysis_peak_mib": ours["peak_mib"],
-                     "ratio": ours["seconds"] / ref["seconds"], "analysis_timings": ours["timings"]})
+        for j in jobs:
+            with tempfile.TemporaryDirectory() as out:
+                ours = _child(_OURS, [paths["gt"], paths["results"], out, paths["images"], _tool(), str(j)])
+            workers = f", each worker's peak {ours['worker_peak_mib']:.0f} MiB" if j > 1 else ""
+            progress(f"  round {r + 1}: analysis bbox + segm, --jobs {j}: {ours['seconds']:.1f} s, peak "
+                     f"{ours['peak_mib']:.0f} MiB{workers}")
+            rows.append({"round": r + 1, "jobs": j, "pycocotools_s": ref["seconds"],
+                         "pycocotools_peak_mib": ref["peak_mib"], "analysis_s": ours["seconds"],
+                         "analysis_peak_mib": ours["peak_mib"], "worker_peak_mib": ours["worker_peak_mib"],
+                         "ratio": ours["seconds"] / ref["seconds"],
+                         "analysis_timings": ours["timings"]})
     return rows
 
 
@@ -236,6 +243,8 @@ def main(argv=None) -> int:
                    help="where the generated files are kept (made on first use)")
     p.add_argument("--images", type=int, default=5000, help="images (COCO val2017: 5000)")
     p.add_argument("--rounds", type=int, default=1, help="alternating rounds")
+    p.add_argument("--jobs", type=int, nargs="+", default=[1],
+                   help="processes of the analysis to time, each in turn (e.g. 1 2: is a second process worth it)")
     p.add_argument("--json", help="append one JSON line per round to this file")
     args = p.parse_args(argv)
     t = time.perf_counter()
@@ -245,13 +254,13 @@ def main(argv=None) -> int:
     print(f"data: {len(gt['images'])} images, {len(gt['annotations'])} objects, 100 detections per image "
           f"(boxes and masks) in {args.data} ({time.perf_counter() - t:.0f} s)")
     del gt
-    rows = time_analysis(paths, args.rounds)
+    rows = time_analysis(paths, args.rounds, args.jobs)
     if args.json:
         with open(args.json, "a", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
     for r in rows:
-        print(f"analysis {r['analysis_s']:.1f} s (peak {r['analysis_peak_mib']:.0f} MiB) vs pycocotools "
+        print(f"analysis --jobs {r['jobs']} {r['analysis_s']:.1f} s (peak {r['analysis_peak_mib']:.0f} MiB) vs pycocotools "
               f"{r['pycocotools_s']:.1f} s (peak {r['pycocotools_peak_mib']:.0f} MiB): ratio {r['ratio']:.2f}")
         print("  analysis stages: " + ", ".join(f"{k} {v:.1f}" for k, v in r["analysis_timings"].items()))
     return 0

@@ -52,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--iou", type=float, default=0.5,
                    help="IoU of a true positive for the error types, thresholds and confusion matrix (default 0.5)")
     p.add_argument("--gallery", type=int, default=8, help="worst and best images drawn, each (default 8; 0: none)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="2: analyse bbox and segm in two processes (pays on two free cores: see the README)")
     p.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
     args = p.parse_intermixed_args(argv)
     if args.results and (args.config or args.weights):
@@ -66,13 +68,15 @@ def parse_args(argv=None):
         p.error(f"--iou must be between 0.1 and 0.95, got {args.iou}")
     if args.gallery < 0:
         p.error(f"--gallery must be >= 0, got {args.gallery}")
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
     return args
 
 
 @record
 def main(argv=None):
     args = parse_args(argv)
-    options = {"score_threshold": args.score, "iou": args.iou, "gallery_size": args.gallery}
+    options = {"score_threshold": args.score, "iou": args.iou, "gallery_size": args.gallery, "jobs": args.jobs}
     if args.results:
         from resdet.config import load_config
         from resdet.evaluation.analysis.analyze import analyze_results

@@ -180,21 +180,21 @@ def analyze_results(gt, results: Union[str, List[dict]], iou_types: Optional[Seq
                     output_dir: Optional[str] = None, image_root: Optional[str] = None,
                     score_threshold: Optional[float] = None, iou: float = 0.5, gallery_size: int = 8,
                     instances_without_mask: str = "error", figures: bool = True,
-                    per_category_figures: bool = True) -> Dict:
+                    per_category_figures: bool = True, jobs: int = 1) -> Dict:
     """Analyse a results file (path or list) against its ground truth (path, dict or EvalGroundTruth);
     writes analysis.json, figures/ and index.html into `output_dir` when given. Returns the numbers.
     `score_threshold`: one threshold for the confusion matrix and the galleries (default: each class's
-    best-F1 threshold). `image_root`: the images' folder, for the galleries (without it there are none)."""
-    from resdet.data.coco_validation import validate_coco_results
+    best-F1 threshold). `image_root`: the images' folder, for the galleries (without it there are none).
+    `jobs` 2: bbox and segm in two processes (forked, so the results are not copied; see the README for
+    when that pays)."""
     from resdet.evaluation.coco import load_eval_ground_truth
 
-    from . import gallery as gal
     from .report import write_report
 
     if not 0.1 <= iou <= 0.95:
         raise ValueError(f"iou must be in [0.1, 0.95] (the matching's thresholds), got {iou}")
-    if gallery_size < 0:
-        raise ValueError(f"gallery_size must be >= 0, got {gallery_size}")
+    if gallery_size < 0 or jobs < 1:
+        raise ValueError(f"gallery_size must be >= 0 and jobs >= 1, got {gallery_size} and {jobs}")
     start = time.perf_counter()
     timings: Dict[str, float] = {}
     source = f"'{results}'" if isinstance(results, str) else "<results>"
@@ -206,62 +206,96 @@ def analyze_results(gt, results: Union[str, List[dict]], iou_types: Optional[Seq
     out: Dict = {"ground_truth": gt if isinstance(gt, str) else "<dict>",
                  "results": source.strip("'"), "iou_types": types,
                  "settings": {"iou": iou, "background_iou": 0.1, "max_dets": 100,
-                              "score_threshold": score_threshold, "area_ranges": AREA_RANGES},
+                              "score_threshold": score_threshold, "area_ranges": AREA_RANGES, "jobs": jobs},
                  "timings": timings}
-    drawn = {}
-    for t in types:
-        t0 = time.perf_counter()
-        coco_gt = eval_gt[t]
-        validate_coco_results(results, coco_gt.dataset, t, source=source)
-        timings[f"{t}/validate"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        inp = build_match_inputs(coco_gt, results, t, keep_masks=bool(image_root and gallery_size))
-        timings[f"{t}/overlaps"] = time.perf_counter() - t0
-        sub: Dict[str, float] = {}
-        numbers, objs = analyze_iou_type(inp, iou, 0.1, score_threshold, sub)
-        timings.update({f"{t}/{k}": v for k, v in sub.items()})
-        worst, best = gal.rank_images(inp, objs["deploy"], gallery_size)
-        dep = objs["deploy"]
-        numbers["images"] = {
-            "ranking": "errors at the deploy thresholds: false positives + missed objects",
-            "worst": [vars(e) for e in worst], "best": [vars(e) for e in best],
-            "per_image": [{"image_id": int(inp.image_ids[i]), "file_name": inp.file_names[i], "tp": int(dep.image_tp[i]),
-                           "fp": int(dep.image_fp[i]), "fn": int(dep.image_fn[i])} for i in range(len(inp.image_ids))],
-        }
-        out[t] = numbers
-        drawn[t] = (inp, objs, worst, best)
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
-        fig_dir = os.path.join(output_dir, "figures")
-        for t in types:
-            inp, objs, worst, best = drawn[t]
-            t0 = time.perf_counter()
-            paths = _figures(t, inp, objs, fig_dir, per_category_figures) if figures else {}
-            timings[f"{t}/figures"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            problems = {}
-            if image_root and gallery_size:
-                for name, entries in (("worst", worst), ("best", best)):
-                    problems.update(gal.draw_gallery(inp, objs["errors"], objs["deploy"], entries, image_root,
-                                                     os.path.join(output_dir, "gallery"), f"{t}_{name}",
-                                                     inp.cat_names))
-                out[t]["images"]["worst"] = [vars(e) for e in worst]
-                out[t]["images"]["best"] = [vars(e) for e in best]
-            if problems:
-                logger.warning("%d gallery images could not be read (left out), e.g. %s", len(problems),
-                               next(iter(problems.items())))
-            out[t]["images"]["unreadable"] = problems
-            out[t]["images"]["image_root"] = image_root
-            timings[f"{t}/gallery"] = time.perf_counter() - t0
-            out[t]["figures"] = {k: os.path.relpath(v, output_dir) for k, v in paths.items()}
-        timings["total"] = time.perf_counter() - start
+    job = dict(eval_gt=eval_gt, results=results, source=source, output_dir=output_dir, image_root=image_root,
+               score_threshold=score_threshold, iou=iou, gallery_size=gallery_size, figures=figures,
+               per_category_figures=per_category_figures)
+    if jobs > 1 and len(types) > 1:
+        done = _in_processes(types, job, jobs)
+    else:
+        done = [_one_type(t, job) for t in types]
+    for t, (numbers, sub) in zip(types, done):
+        out[t] = numbers
+        timings.update({f"{t}/{k}": v for k, v in sub.items()})
+    if output_dir:
         t0 = time.perf_counter()
+        timings["total"] = time.perf_counter() - start
         with open(os.path.join(output_dir, ANALYSIS_FILE), "w", encoding="utf-8") as f:
             json.dump(out, f, allow_nan=False)
         write_report(out, output_dir)
         timings["write"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
     return out
+
+
+# the job of forked workers (set before the fork, so the results list is shared, never pickled)
+_JOB: Dict = {}
+
+
+def _in_processes(types: Sequence[str], job: Dict, jobs: int):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _JOB.clear()
+    _JOB.update(job)
+    try:
+        with ProcessPoolExecutor(min(jobs, len(types)), mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_one_type_forked, types))
+    finally:
+        _JOB.clear()
+
+
+def _one_type_forked(t: str):
+    return _one_type(t, _JOB)
+
+
+def _one_type(t: str, job: Dict):
+    """Everything of one IoU type: (its numbers, its timings)."""
+    from resdet.data.coco_validation import validate_coco_results
+
+    from . import gallery as gal
+
+    timings: Dict[str, float] = {}
+    output_dir, image_root, gallery_size = job["output_dir"], job["image_root"], job["gallery_size"]
+    t0 = time.perf_counter()
+    coco_gt = job["eval_gt"][t]
+    validate_coco_results(job["results"], coco_gt.dataset, t, source=job["source"])
+    timings["validate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    inp = build_match_inputs(coco_gt, job["results"], t, keep_masks=bool(image_root and gallery_size and output_dir))
+    timings["overlaps"] = time.perf_counter() - t0
+    numbers, objs = analyze_iou_type(inp, job["iou"], 0.1, job["score_threshold"], timings)
+    worst, best = gal.rank_images(inp, objs["deploy"], gallery_size)
+    dep = objs["deploy"]
+    numbers["images"] = {
+        "ranking": "errors at the deploy thresholds: false positives + missed objects",
+        "worst": [vars(e) for e in worst], "best": [vars(e) for e in best],
+        "per_image": [{"image_id": int(inp.image_ids[i]), "file_name": inp.file_names[i], "tp": int(dep.image_tp[i]),
+                       "fp": int(dep.image_fp[i]), "fn": int(dep.image_fn[i])} for i in range(len(inp.image_ids))],
+        "image_root": image_root, "unreadable": {},
+    }
+    if not output_dir:
+        return numbers, timings
+    t0 = time.perf_counter()
+    paths = _figures(t, inp, objs, os.path.join(output_dir, "figures"), job["per_category_figures"]) \
+        if job["figures"] else {}
+    numbers["figures"] = {k: os.path.relpath(v, output_dir) for k, v in paths.items()}
+    timings["figures"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if image_root and gallery_size:
+        problems: Dict[str, str] = {}
+        for name, entries in (("worst", worst), ("best", best)):
+            problems.update(gal.draw_gallery(inp, objs["errors"], objs["deploy"], entries, image_root,
+                                             os.path.join(output_dir, "gallery"), f"{t}_{name}", inp.cat_names))
+        numbers["images"].update(worst=[vars(e) for e in worst], best=[vars(e) for e in best], unreadable=problems)
+        if problems:
+            logger.warning("%d gallery images could not be read (left out), e.g. %s", len(problems),
+                           next(iter(problems.items())))
+    timings["gallery"] = time.perf_counter() - t0
+    return numbers, timings
 
 
 def _figures(t: str, inp, objs, fig_dir: str, per_category: bool) -> Dict[str, str]:

@@ -188,10 +188,15 @@ def _overlaps(gt_image, det_image, gt_geom, det_geom, gt_crowd, num_images: int,
     """(detection, ground truth, IoU) of each image's pairs with IoU >= MIN_IOU, all categories."""
     from pycocotools import mask as mask_util
 
+    from tqdm import tqdm
+
     gb, db = _bounds(gt_image, num_images), _bounds(det_image, num_images)
     crowd = gt_crowd.astype(np.uint8)
     dets, gts, ious = [], [], []
-    for i in np.flatnonzero((np.diff(gb) > 0) & (np.diff(db) > 0)):
+    todo = np.flatnonzero((np.diff(gb) > 0) & (np.diff(db) > 0))
+    # a bar with an ETA where it takes a while (masks of thousands of images), none for a few images
+    for i in tqdm(todo, desc=f"{iou_type} overlaps", unit="img", mininterval=2.0, disable=len(todo) < 500,
+                  leave=False):
         g0, g1, d0, d1 = gb[i], gb[i + 1], db[i], db[i + 1]
         iou = mask_util.iou(det_geom[d0:d1], gt_geom[g0:g1], crowd[g0:g1])
         d, g = np.nonzero(iou >= MIN_IOU)

@@ -93,3 +93,11 @@ def test_bad_input_is_named(tmp_path):
         analyze_results(gt, [{"image_id": 100, "category_id": 10, "bbox": [1, 1, 5, 5], "score": 0.5}], ["segm"])
     with pytest.raises(FileNotFoundError, match="nope.json"):
         analyze_results(gt, str(tmp_path / "nope.json"))
+
+
+def test_two_processes_give_the_same_numbers(report_case):
+    root, gt, res, out, numbers = report_case
+    one = analyze_results(gt, res, figures=False)
+    two = analyze_results(gt, res, figures=False, jobs=2)
+    for t in ("bbox", "segm"):
+        assert json.dumps(one[t], sort_keys=True) == json.dumps(two[t], sort_keys=True)

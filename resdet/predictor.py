@@ -50,7 +50,8 @@ class DetectionPredictor:
         self.score_threshold = score_threshold
         # TEST.SCORE_THRESH_PER_CLASS: one threshold per label 1..K instead of score_threshold (see keep())
         self.class_score_thresholds = list(class_score_thresholds) if class_score_thresholds else None
-        if self.class_score_thresholds and self.class_names and len(self.class_score_thresholds) != len(self.class_names):
+        n = len(self.class_score_thresholds or ())
+        if n and self.class_names and n != len(self.class_names):
             raise ValueError(f"TEST.SCORE_THRESH_PER_CLASS has {len(self.class_score_thresholds)} values but the "
                              f"model has {len(self.class_names)} classes ({self.class_names}): one per class, in order")
         self.mask_threshold = mask_threshold
@@ -117,7 +118,8 @@ class DetectionPredictor:
                    score_threshold=meta.get("vis_score_threshold", 0.5) if score_threshold is None else score_threshold,
                    mask_threshold=meta.get("mask_threshold", 0.5), resize_rounding=resize.get("rounding", "round"),
                    resize_backend=resize.get("backend", "opencv"),
-                   class_score_thresholds=None if score_threshold is not None else meta.get("score_thresholds_per_class"))
+                   # an explicit score_threshold is for every class
+                   class_score_thresholds=meta.get("score_thresholds_per_class") if score_threshold is None else None)
 
     def _load(self, image: Union[str, np.ndarray]) -> np.ndarray:
         from resdet.data.coco import read_image

@@ -260,7 +260,8 @@ def main(argv=None) -> int:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
     for r in rows:
-        print(f"analysis --jobs {r['jobs']} {r['analysis_s']:.1f} s (peak {r['analysis_peak_mib']:.0f} MiB) vs pycocotools "
+        print(f"analysis --jobs {r['jobs']} {r['analysis_s']:.1f} s (peak {r['analysis_peak_mib']:.0f} MiB) vs "
+              f"pycocotools "
               f"{r['pycocotools_s']:.1f} s (peak {r['pycocotools_peak_mib']:.0f} MiB): ratio {r['ratio']:.2f}")
         print("  analysis stages: " + ", ".join(f"{k} {v:.1f}" for k, v in r["analysis_timings"].items()))
     return 0

@@ -203,8 +203,8 @@ def analyze_results(gt, results: Union[str, List[dict]], iou_types: Optional[Seq
     types = _iou_types(results, iou_types, source)
     eval_gt = load_eval_ground_truth(gt, types, instances_without_mask)
     timings["read"] = time.perf_counter() - t0
-    out: Dict = {"ground_truth": gt if isinstance(gt, str) else "<dict>",
-                 "results": source.strip("'"), "iou_types": types,
+    out: Dict = {"ground_truth": os.path.abspath(gt) if isinstance(gt, str) else "<dict>",
+                 "results": os.path.abspath(source.strip("'")) if source != "<results>" else source, "iou_types": types,
                  "settings": {"iou": iou, "background_iou": 0.1, "max_dets": 100,
                               "score_threshold": score_threshold, "area_ranges": AREA_RANGES, "jobs": jobs},
                  "timings": timings}
@@ -303,7 +303,8 @@ def _figures(t: str, inp, objs, fig_dir: str, per_category: bool) -> Dict[str, s
 
     paths = {}
     errors, bands, thr, deploy = objs["errors"], objs["bands"], objs["thresholds"], objs["deploy"]
-    paths["error_types"] = F.save_error_types(objs["overall"], t, errors.fg, os.path.join(fig_dir, f"{t}_error_types.png"))
+    paths["error_types"] = F.save_error_types(objs["overall"], t, errors.fg,
+                                              os.path.join(fig_dir, f"{t}_error_types.png"))
     note = None if bands.precision["Sim"] is not None else \
         "Sim is not drawn: the ground truth's categories have no supercategories"
     paths["pr_bands"] = F.save_pr_bands(bands, t, os.path.join(fig_dir, f"{t}_pr_bands.png"), note)

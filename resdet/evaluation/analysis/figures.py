@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -112,8 +112,8 @@ def save_pr_bands(bands: PRBands, iou_type: str, path: str, sim_note: Optional[s
             ax.set_yticks([])
             continue
         _bands_axes(ax, bands, a, None, legend=True)
-    if sim_note:
-        fig.text(0.5, -0.01, sim_note, ha="center", va="top", fontsize=10, color="#7b241c")
+    if sim_note:  # where it is seen first (and inside the figure, which a note below it would not be)
+        fig.suptitle(sim_note, fontsize=11, color="#7b241c")
     return _save(fig, path)
 
 
@@ -134,7 +134,8 @@ def save_pr_bands_per_category(bands: PRBands, names: Sequence[str], iou_type: s
     cols = min(columns, max(K, 1))
     rows = max(1, int(math.ceil(K / cols)))
     gap_x, gap_y = 0.12, 0.42        # between panels, in panel units (room for two lines of title)
-    fig = _figure(1.7 * cols + 0.4, 1.75 * rows + 1.0, layout=None)
+    width = max(8.0, 1.7 * cols + 0.4)  # room for the title and the legend with a few categories too
+    fig = _figure(width, 1.75 * rows + 1.0, layout=None)
     top = 1.0 - 0.75 / (1.75 * rows + 1.0)     # 0.75 inch for the title
     ax = fig.add_axes((0.01, 0.45 / (1.75 * rows + 1.0), 0.98, top - 0.45 / (1.75 * rows + 1.0)))
     polys = {b: [] for b in BANDS}
@@ -154,7 +155,8 @@ def save_pr_bands_per_category(bands: PRBands, names: Sequence[str], iou_type: s
             if curve is None:
                 continue
             top = np.maximum(curve, below)
-            polys[b].append(np.concatenate([np.stack([R + x0, below + y0], 1), np.stack([R[::-1] + x0, top[::-1] + y0], 1)]))
+            polys[b].append(np.concatenate([np.stack([R + x0, below + y0], 1),
+                                            np.stack([R[::-1] + x0, top[::-1] + y0], 1)]))
             below = top
     for b in BANDS:
         if polys[b]:
@@ -162,13 +164,14 @@ def save_pr_bands_per_category(bands: PRBands, names: Sequence[str], iou_type: s
     ax.add_collection(LineCollection(frames, colors="#555555", linewidths=0.6))
     for x, y, t in texts:
         ax.text(x, y, t, ha="center", va="bottom", fontsize=8)
-    ax.set_xlim(-0.02, cols * (1 + gap_x) - gap_x + 0.02)
+    span = max(cols * (1 + gap_x) - gap_x, (width - 0.4) / 1.7 * (1 + gap_x) - gap_x)  # few panels: keep their size
+    ax.set_xlim(-0.02, span + 0.02)
     ax.set_ylim(-0.02, rows * (1 + gap_y) - 0.05)
     ax.set_axis_off()
     handles = [Patch(color=BAND_COLORS[b], label=b) for b in BANDS if bands.precision[b] is not None]
     fig.legend(handles=handles, loc="lower center", ncols=len(handles), fontsize=9, frameon=False)
-    fig.suptitle(f"{iou_type} per category ({AREA_TITLES.get(area, area)}): each panel is precision 0-1 (up) "
-                 f"against recall 0-1 (right)", fontsize=11, y=1.0 - 0.12 / (1.75 * rows + 1.0), va="top")
+    fig.suptitle(f"{iou_type} per category ({AREA_TITLES.get(area, area)})\neach panel: precision 0-1 (up) against "
+                 f"recall 0-1 (right)", fontsize=10.5, y=1.0 - 0.08 / (1.75 * rows + 1.0), va="top")
     return _save(fig, path)
 
 

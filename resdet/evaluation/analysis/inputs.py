@@ -16,7 +16,7 @@ Orders, as COCOeval's (resdet/evaluation/analysis/matching.py relies on them):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 

@@ -1,7 +1,6 @@
 """The whole analysis: analysis.json, figures, pictures and index.html from a ground truth and results."""
 import html
 import json
-import os
 import re
 
 import numpy as np

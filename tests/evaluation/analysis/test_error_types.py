@@ -113,8 +113,8 @@ def test_detections_far_from_objects_move_only_bkg(iou_type):
     rng = np.random.default_rng(1)
     cats = sorted(c["id"] for c in gt["categories"])
     for im in gt["images"]:
-        res.append(_with_box(gt, {"image_id": im["id"], "category_id": int(rng.choice(cats)),
-                                  "score": float(rng.uniform(0.3, 1.0))}, [124.0, 10.0 + 30 * rng.random(), 30.0, 30.0]))
+        det = {"image_id": im["id"], "category_id": int(rng.choice(cats)), "score": float(rng.uniform(0.3, 1.0))}
+        res.append(_with_box(gt, det, [124.0, 10.0 + 30 * rng.random(), 30.0, 30.0]))
     _, ea = _analyse(gt, res, iou_type)
     _only(_main(ea), "Bkg")
     assert ea.overall()["FalsePos"] == pytest.approx(ea.overall()["Bkg"])
@@ -142,7 +142,8 @@ def _tidecv_numbers(gt, results, iou_type, tmp_path):
     (tmp_path / "res.json").write_text(json.dumps(results))
     tide = tidecv.TIDE()
     with contextlib.redirect_stdout(io.StringIO()):
-        tide.evaluate(tidecv.datasets.COCO(str(tmp_path / "gt.json")), tidecv.datasets.COCOResult(str(tmp_path / "res.json")),
+        tide.evaluate(tidecv.datasets.COCO(str(tmp_path / "gt.json")),
+                      tidecv.datasets.COCOResult(str(tmp_path / "res.json")),
                       mode=tidecv.TIDE.BOX if iou_type == "bbox" else tidecv.TIDE.MASK)
         main, special = tide.get_main_errors()["res"], tide.get_special_errors()["res"]
     run = tide.runs["res"]

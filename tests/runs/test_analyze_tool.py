@@ -21,7 +21,7 @@ def _run(tool, args):
                           env=env, timeout=600)
 
 
-def test_analyze_a_results_file_and_name_a_missing_one(tmp_path):
+def test_analyze_a_results_file_and_name_a_missing_one(tmp_path, capsys):
     gt = make_ground_truth(num_images=4, seed=1)
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "res.json").write_text(json.dumps(noisy_results(gt, seed=2, with_masks=False)))
@@ -35,10 +35,14 @@ def test_analyze_a_results_file_and_name_a_missing_one(tmp_path):
     assert saved["iou_types"] == ["bbox"] and saved["settings"]["score_threshold"] == 0.5
     assert saved["bbox"]["confusion"]["score_thresholds"] == [0.5] * 4
     assert (out / "index.html").is_file() and len(os.listdir(out / "gallery")) == 2
-    proc = _run("analyze.py", ["--gt", str(tmp_path / "gt.json"), "--results", str(tmp_path / "nope.json")])
-    assert proc.returncode == 1 and "error: Results file not found:" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    proc = _run("analyze.py", ["--results", str(tmp_path / "res.json")])
+    from resdet.runs.cli import run_tool
+
+    capsys.readouterr()
+    assert run_tool(main, ["--gt", str(tmp_path / "gt.json"), "--results", str(tmp_path / "nope.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: Results file not found:") and "nope.json" in err and len(err.splitlines()) == 2
+    assert not (tmp_path / "analysis" / "nope").exists()  # no folder made for it
+    proc = _run("analyze.py", ["--results", str(tmp_path / "res.json")])  # the tool itself, as a user runs it
     assert proc.returncode == 2 and "--results needs --gt" in proc.stderr
 
 

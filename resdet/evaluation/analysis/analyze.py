@@ -24,7 +24,7 @@ import numpy as np
 from .confusion import deploy_matching
 from .error_types import DESCRIPTIONS, ERROR_TYPES, SPECIAL_TYPES, error_types
 from .inputs import AREA_RANGES, build_match_inputs
-from .matching import RECALL_THRESHOLDS, coco_matching, standard_precision, summary_from_precision
+from .matching import COCO_IOU_THRESHOLDS, RECALL_THRESHOLDS, coco_matching, standard_precision, summary_from_precision
 from .pr_bands import BANDS, pr_bands
 from .thresholds import CONFIG_KEY, deploy_line, score_thresholds
 
@@ -93,7 +93,7 @@ def analyze_iou_type(inp, iou: float = 0.5, background_iou: float = 0.1, score_t
     figures and galleries are drawn from)."""
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
-    thresholds = tuple(np.round(np.linspace(0.5, 0.95, 10), 2)) + (0.1,)
+    thresholds = tuple(COCO_IOU_THRESHOLDS) + (0.1,)  # COCOeval's own values (its 0.9 is 0.8999999999999999)
     if not any(abs(t - iou) < 1e-9 for t in thresholds):
         thresholds += (iou,)
     matching = coco_matching(inp, thresholds)

@@ -58,7 +58,7 @@ def write_coco_val_sized(folder: str, num_images: int = 5000, objects_per_image:
             if json.load(f) == params:
                 return paths
     os.makedirs(paths["images"], exist_ok=True)
-    _write_photos(paths["images"])
+    _write_photos(paths["images"], min(NUM_PHOTOS, num_images))
     rng = np.random.default_rng(seed)
     H, W, K = 480, 640, 80
     freq = 1.0 / np.arange(1, K + 1) ** 0.9  # a few frequent classes (COCO's person is ~30%), a long tail
@@ -73,7 +73,8 @@ def write_coco_val_sized(folder: str, num_images: int = 5000, objects_per_image:
     aid = 1
     for i in range(num_images):
         image_id = i + 1
-        images.append({"id": image_id, "file_name": f"photo_{i % NUM_PHOTOS:02d}.jpg", "height": H, "width": W})
+        images.append({"id": image_id, "file_name": f"photo_{i % min(NUM_PHOTOS, num_images):02d}.jpg", "height": H,
+                       "width": W})
         n = int(rng.poisson(objects_per_image))
         side = np.exp(rng.uniform(np.log(8), np.log(420), n))        # COCO-like: ~40% small, ~35% medium
         aspect = np.exp(rng.normal(0, 0.45, n))
@@ -144,14 +145,14 @@ def _detections(rng, image_id, polys, boxes, labels, same_super, cat_ids, n_dets
     return out
 
 
-def _write_photos(folder: str) -> None:
+def _write_photos(folder: str, count: int) -> None:
     from PIL import Image
 
     from .photos import benchmark_photos, random_crop_resized
 
     rng = np.random.default_rng(0)
     photos = benchmark_photos()
-    for i in range(NUM_PHOTOS):
+    for i in range(count):
         path = os.path.join(folder, f"photo_{i:02d}.jpg")
         if os.path.isfile(path):
             continue

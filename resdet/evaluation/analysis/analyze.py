@@ -309,8 +309,10 @@ def _figures(t: str, inp, objs, fig_dir: str, per_category: bool) -> Dict[str, s
         "Sim is not drawn: the ground truth's categories have no supercategories"
     paths["pr_bands"] = F.save_pr_bands(bands, t, os.path.join(fig_dir, f"{t}_pr_bands.png"), note)
     if per_category:
-        paths["pr_bands_per_category"] = F.save_pr_bands_per_category(
-            bands, inp.cat_names, t, os.path.join(fig_dir, f"{t}_pr_bands_per_category.png"))
+        for area in bands.areas:  # "pr_bands_per_category" (all sizes), then "..._small" etc.
+            key = "pr_bands_per_category" + ("" if area == "all" else f"_{area}")
+            paths[key] = F.save_pr_bands_per_category(bands, inp.cat_names, t, os.path.join(fig_dir, f"{t}_{key}.png"),
+                                                      area=area)
     paths["confusion"] = F.save_confusion(deploy.matrix, inp.cat_names, t, deploy.iou, objs["score_note"],
                                           os.path.join(fig_dir, f"{t}_confusion.png"))
     paths["thresholds"] = F.save_thresholds(thr.grid, thr.curves, thr.best, thr.f1, inp.cat_names,

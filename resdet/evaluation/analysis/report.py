@@ -33,6 +33,8 @@ nav a:hover { text-decoration: underline; }
 h2 { margin-top: 34px; border-bottom: 2px solid #d6eaf8; padding-bottom: 4px; font-size: 20px; }
 h3 { margin-top: 24px; font-size: 17px; }
 img.figure { max-width: 100%; height: auto; border: 1px solid #d5d8dc; background: #fff; display: block; }
+details { margin: 8px 0; }
+summary { cursor: pointer; color: #1b4f72; font-size: 14.5px; }
 .scroll { max-height: 440px; overflow: auto; border: 1px solid #d5d8dc; background: #fff; }
 table { border-collapse: collapse; font-size: 13.5px; font-variant-numeric: tabular-nums; }
 th, td { padding: 4px 9px; border-bottom: 1px solid #eaeded; text-align: right; }
@@ -151,6 +153,10 @@ def _bands_section(t: str, d: Dict) -> str:
             "curve.</p>" + note + _img(figs.get("pr_bands"), f"{t} PR curves by object size")
             + (f"<h4>Per category</h4>" + _img(figs.get("pr_bands_per_category"), f"{t} PR curves per category")
                if figs.get("pr_bands_per_category") else "")
+            + "".join(f"<details><summary>Per category, {_e(area)} objects</summary>"
+                      + _img(figs[f"pr_bands_per_category_{area}"], f"{t} PR curves per category, {area} objects")
+                      + "</details>" for area in ("small", "medium", "large")
+                      if figs.get(f"pr_bands_per_category_{area}"))
             + '<p class="note">Areas under each curve per category, all sizes (lowest C50 first; every size is in '
               "analysis.json):</p>" + _table(["category"] + list(BANDS), rows))
 

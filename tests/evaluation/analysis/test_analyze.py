@@ -49,7 +49,8 @@ def test_files_of_the_report(report_case):
     root, gt, res, out, numbers = report_case
     for t in ("bbox", "segm"):
         figs = json.load(open(out / "analysis.json"))[t]["figures"]
-        assert set(figs) == {"error_types", "pr_bands", "pr_bands_per_category", "confusion", "thresholds"}
+        assert set(figs) == {"error_types", "pr_bands", "pr_bands_per_category", "pr_bands_per_category_small",
+                             "pr_bands_per_category_medium", "pr_bands_per_category_large", "confusion", "thresholds"}
         for rel in figs.values():
             with Image.open(out / rel) as im:
                 assert im.format == "PNG" and min(im.size) > 300

@@ -70,7 +70,7 @@ def test_report_in_chromium(report_case, tmp_path):
     page = open(os.path.join(out, "index.html"), encoding="utf-8").read()
     loaded, requests = _check(out, page, tmp_path)
     srcs = [i["src"] for i in loaded["images"]]
-    assert len(srcs) == 10 + 12  # 5 figures and 6 pictures per IoU type
+    assert len(srcs) == 16 + 12  # 8 figures and 6 pictures per IoU type
     broken = [i["src"] for i in loaded["images"] if not (i["complete"] and i["width"] > 0)]
     assert not broken, f"figures that did not load: {broken}"
     inside = "file://" + os.path.abspath(out) + "/"

@@ -26,9 +26,11 @@ __all__ = ["GalleryImage", "rank_images", "draw_gallery", "TP_COLOR", "MISS_COLO
 
 TP_COLOR = (39, 174, 96)
 MISS_COLOR = ERROR_COLORS["Miss"]
-DISPLAY_SIDE = 640    # pixels of a drawn picture's longer side (small images are enlarged to it): about the
-                      # width the report shows it at, so 16-pixel labels stay 14-16 pixels on the screen
+DISPLAY_SIDE = 560    # pixels of a drawn picture's longer side (small images are enlarged to it): the width of a
+                      # gallery cell on the page (two in its 1200-px column), which shows it at this size and never
+                      # enlarges it, so the 16-pixel labels are 16 pixels on the screen in every picture
 FONT_SIZE = 16
+HALO_COLOR = (25, 25, 25)
 
 
 @dataclass
@@ -109,7 +111,7 @@ def _label(draw, rect, text: str, color, font, bounds, placed: list) -> None:
             break
     x, y = best[0], best[1]
     placed.append(best)
-    draw.rectangle([x, y, x + w, y + h], fill=color)
+    draw.rectangle([x, y, x + w, y + h], fill=color, outline=HALO_COLOR)
     draw.text((x + 3 - l, y + 2 - t), text, fill=text_color_for(color), font=font)
 
 
@@ -172,9 +174,13 @@ def draw_image(inp: MatchInputs, errors: ErrorAnalysis, deploy: DeployResult, i:
     for box, color, dashed, _, _ in items:
         x, y, bw, bh = (float(v) * scale for v in box)
         rects.append((x, y, x + bw, y + bh))
+        # a dark line either side of each box: a green box on green grass (or any colour on its own colour)
+        # stays visible, found looking at the quick start's report
         if dashed:
+            _dashed_rectangle(draw, rects[-1], HALO_COLOR, width + 2, 7)  # lines: centred on the edge
             _dashed_rectangle(draw, rects[-1], color, width, 7)
-        else:
+        else:  # rectangles: drawn inward from the edge
+            draw.rectangle((x - 1, y - 1, x + bw + 1, y + bh + 1), outline=HALO_COLOR, width=width + 2)
             draw.rectangle(rects[-1], outline=color, width=width)
     placed: list = []
     for rect, (_, color, _, label, _) in zip(rects, items):
@@ -196,8 +202,11 @@ def _paint_masks(pil, items, size):
             continue
         m = mask_util.decode(rle)
         m = cv2.resize(m, size, interpolation=cv2.INTER_NEAREST).astype(bool)
-        alpha = 0.25 if dashed else 0.4
+        alpha = 0.2 if dashed else 0.3
         canvas[m] = canvas[m] * (1 - alpha) + np.array(color, np.float32) * alpha
+        # the mask's outline too: where fills of overlapping detections mix, each one's shape stays readable
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(canvas, contours, -1, tuple(float(c) for c in color), 2 if dashed else 1)
     from PIL import Image
 
     return Image.fromarray(canvas.clip(0, 255).astype(np.uint8))

@@ -50,7 +50,7 @@ dl.defs dd { margin: 0; }
           margin-right: 4px; }
 .gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 14px; }
 .gallery figure { margin: 0; background: #fff; border: 1px solid #d5d8dc; padding: 6px; }
-.gallery img { width: 100%; height: auto; display: block; }
+.gallery img { max-width: 100%; height: auto; display: block; margin: 0 auto; }  /* never enlarged: labels stay 16 px */
 .gallery figcaption { font-size: 13px; margin-top: 4px; word-break: break-all; }
 .cards { display: flex; flex-wrap: wrap; gap: 10px; }
 .card { background: #fff; border: 1px solid #d5d8dc; padding: 8px 12px; min-width: 110px; }

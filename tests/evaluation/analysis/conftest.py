@@ -76,6 +76,21 @@ def write_images(gt, folder):
         Image.fromarray(pix).save(os.path.join(folder, im["file_name"]), quality=90)
 
 
+def transpose_images(gt, every=2):
+    """Every `every`-th image turned portrait (its x and y swapped, boxes and polygons too), in place."""
+    turned = {im["id"] for im in gt["images"][1::every]}
+    for im in gt["images"]:
+        if im["id"] in turned:
+            im["height"], im["width"] = im["width"], im["height"]
+    for a in gt["annotations"]:
+        if a["image_id"] in turned:
+            x, y, bw, bh = a["bbox"]
+            a["bbox"] = [y, x, bh, bw]
+            if "segmentation" in a:
+                a["segmentation"] = [[p[i ^ 1] for i in range(len(p))] for p in a["segmentation"]]
+    return gt
+
+
 @pytest.fixture(scope="session")
 def report_case(tmp_path_factory):
     """One whole analysis with figures and pictures (bbox and segm), shared by the report's tests:
@@ -85,7 +100,7 @@ def report_case(tmp_path_factory):
     from resdet.evaluation.analysis.analyze import analyze_results
 
     root = tmp_path_factory.mktemp("analysis")
-    gt = make_ground_truth(num_images=14, seed=21, crowd_every=11)
+    gt = transpose_images(make_ground_truth(num_images=14, seed=21, crowd_every=11))  # landscape and portrait
     res = noisy_results(gt, seed=22, wrong_class=0.3)
     (root / "gt.json").write_text(json.dumps(gt))
     (root / "results.json").write_text(json.dumps(res))

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.skipif(_chromium() is None, reason="no Chromium install
 CHECK = """<script>
 window.addEventListener("load", function () {
   var images = Array.prototype.map.call(document.images, function (i) {
-    return {src: i.currentSrc || i.src, complete: i.complete, width: i.naturalWidth, height: i.naturalHeight}; });
+    return {src: i.currentSrc || i.src, complete: i.complete, width: i.naturalWidth, height: i.naturalHeight,
+            shown: i.clientWidth, gallery: !!i.closest(".gallery")}; });
   var resources = performance.getEntriesByType("resource").map(function (e) { return e.name; });
   var pre = document.createElement("pre"); pre.id = "resdet-check";
   pre.textContent = JSON.stringify({images: images, resources: resources,
@@ -77,6 +78,10 @@ def test_report_in_chromium(report_case, tmp_path):
     outside = [u for u in srcs + loaded["resources"] if not u.startswith(inside)]
     assert not outside and not requests, (outside, requests)
     assert loaded["scrollWidth"] <= 1366  # no sideways scrolling on a laptop screen
+    pictures = [i for i in loaded["images"] if i["gallery"]]
+    assert len(pictures) == 12
+    enlarged = [(i["src"], i["width"], i["shown"]) for i in pictures if i["shown"] > i["width"]]
+    assert not enlarged, f"pictures shown larger than drawn (their labels grow): {enlarged}"
 
     shot = tmp_path / "index.png"
     proc = _browser("file://" + os.path.join(out, "index.html"), tmp_path, "--window-size=1366,2400",

@@ -38,7 +38,8 @@ def _device_for(name: str) -> torch.device:
 class DetectionPredictor:
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str] = (), min_size: int = 800,
                  max_size: int = 1333, device: Optional[torch.device] = None, score_threshold: float = 0.5,
-                 mask_threshold: float = 0.5, resize_rounding: str = "round", resize_backend: str = "opencv"):
+                 mask_threshold: float = 0.5, resize_rounding: str = "round", resize_backend: str = "opencv",
+                 class_score_thresholds: Optional[Sequence[float]] = None):
         from resdet.data.transforms import build_augmentation
 
         self.model = model.eval()
@@ -53,6 +54,12 @@ class DetectionPredictor:
         self.resize = build_augmentation(False, **self._resize_args)
         self._per_thread = threading.local()  # prepare() runs in worker threads: one resize pipeline each
         self.score_threshold = score_threshold
+        # TEST.SCORE_THRESH_PER_CLASS: one threshold per label 1..K instead of score_threshold (see keep())
+        self.class_score_thresholds = list(class_score_thresholds) if class_score_thresholds else None
+        n = len(self.class_score_thresholds or ())
+        if n and self.class_names and n != len(self.class_names):
+            raise ValueError(f"TEST.SCORE_THRESH_PER_CLASS has {len(self.class_score_thresholds)} values but the "
+                             f"model has {len(self.class_names)} classes ({self.class_names}): one per class, in order")
         self.mask_threshold = mask_threshold
         self.cfg = None  # the config it was built from, by from_config / from_checkpoint
 
@@ -100,7 +107,7 @@ class DetectionPredictor:
             class_names = _dataset_class_names(cfg)
         predictor = cls(model, class_names, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
                         _device_for(cfg.MODEL.DEVICE), cfg.TEST.VIS_SCORE_THRESHOLD, cfg.TEST.MASK_THRESHOLD,
-                        cfg.INPUT.RESIZE_ROUNDING, cfg.INPUT.RESIZE_BACKEND)
+                        cfg.INPUT.RESIZE_ROUNDING, cfg.INPUT.RESIZE_BACKEND, class_score_thresholds(cfg))
         predictor.cfg = cfg
         return predictor
 
@@ -119,7 +126,9 @@ class DetectionPredictor:
         return cls(model, meta.get("class_names", []), resize.get("min_size", 800), resize.get("max_size", 1333),
                    score_threshold=meta.get("vis_score_threshold", 0.5) if score_threshold is None else score_threshold,
                    mask_threshold=meta.get("mask_threshold", 0.5), resize_rounding=resize.get("rounding", "round"),
-                   resize_backend=resize.get("backend", "opencv"))
+                   resize_backend=resize.get("backend", "opencv"),
+                   # an explicit score_threshold is for every class
+                   class_score_thresholds=meta.get("score_thresholds_per_class") if score_threshold is None else None)
 
     def _load(self, image: Union[str, np.ndarray]) -> np.ndarray:
         from resdet.data.coco import read_image
@@ -169,14 +178,39 @@ class DetectionPredictor:
         tensor, size = self.prepare(image)
         return self.predict_batch([tensor], [size])[0]
 
+    def keep(self, instances: Dict) -> torch.Tensor:
+        """[N] bool: the instances shown and counted (the deploy-time threshold, in this one place): score at
+        least its class's TEST.SCORE_THRESH_PER_CLASS value when set, else at least score_threshold."""
+        scores = instances["scores"]
+        if not self.class_score_thresholds:
+            return scores >= self.score_threshold
+        table = torch.tensor([float("inf")] + [float(t) for t in self.class_score_thresholds], dtype=scores.dtype)
+        labels = instances["labels"].long().clamp(0, len(table) - 1)  # a label past the table: never kept
+        return scores >= table[labels]
+
     def draw(self, image: Union[str, np.ndarray], instances: Optional[Dict] = None) -> torch.Tensor:
         from resdet.utils.visualize import draw_instances
 
         pixels = self._load(image)
         instances = instances if instances is not None else self(pixels)
         tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
-        return draw_instances(tensor, {k: v for k, v in instances.items() if k != "class_names"},
-                              self.class_names, self.score_threshold, self.mask_threshold)
+        keep = self.keep(instances)
+        return draw_instances(tensor, {k: v[keep] for k, v in instances.items() if k != "class_names"},
+                              self.class_names, float("-inf"), self.mask_threshold)
+
+
+def class_score_thresholds(cfg) -> Optional[List[float]]:
+    """TEST.SCORE_THRESH_PER_CLASS, checked: one number per class (MODEL.ROI_HEADS.NUM_CLASSES), or None."""
+    values = list(cfg.TEST.SCORE_THRESH_PER_CLASS)
+    if not values:
+        return None
+    from resdet.config import ConfigError
+
+    k = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if len(values) != k or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"TEST.SCORE_THRESH_PER_CLASS must hold one number per class (MODEL.ROI_HEADS.NUM_CLASSES "
+                          f"= {k}, in label order), got {values!r}")
+    return [float(v) for v in values]
 
 
 def _dataset_class_names(cfg) -> List[str]:
@@ -196,14 +230,13 @@ def _dataset_class_names(cfg) -> List[str]:
         return []
 
 
-def _rescaled(pixels: np.ndarray, inst: Dict, scale: float, score_threshold: float):
-    """An image and its instances (those drawn: scoring at least `score_threshold`) scaled by `scale`."""
+def _rescaled(pixels: np.ndarray, inst: Dict, scale: float, keep: torch.Tensor):
+    """An image and its instances (those drawn: `keep`) scaled by `scale`."""
     import cv2
 
     h, w = pixels.shape[:2]
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    keep = inst["scores"] >= score_threshold
     out = {k: v[keep] for k, v in inst.items() if isinstance(v, torch.Tensor)}
     out["boxes"] = out["boxes"] * torch.tensor([size[0] / w, size[1] / h] * 2)
     if "masks" in out:  # probabilities resampled, thresholded when drawn
@@ -229,6 +262,6 @@ def save_prediction_pictures(predictor: DetectionPredictor, image_paths: Sequenc
     drawn = []
     for pixels in loaded:
         inst = predictor(pixels)
-        shown, inst = _rescaled(pixels, inst, height / pixels.shape[0], predictor.score_threshold)
+        shown, inst = _rescaled(pixels, inst, height / pixels.shape[0], predictor.keep(inst))
         drawn.append(predictor.draw(shown, inst))
     return save_image(make_grid_image(drawn, nrow=nrow), path)

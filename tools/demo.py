@@ -35,7 +35,7 @@ def parse_args(argv=None):
                    "(its JSON's order; the default without --input: DATASETS.TEST[0])")
     p.add_argument("--output", required=True, help="folder for the drawn pictures")
     p.add_argument("--score", type=float, default=None, help="draw detections scoring at least this "
-                   "(default TEST.VIS_SCORE_THRESHOLD)")
+                   "(default: TEST.SCORE_THRESH_PER_CLASS where set, else TEST.VIS_SCORE_THRESHOLD)")
     p.add_argument("--limit", type=int, default=None,
                    help=f"at most this many images (0: all; default all of --input, {DATASET_LIMIT} of a dataset)")
     p.add_argument("--allow-config-mismatch", action="store_true",
@@ -112,8 +112,8 @@ def main(argv=None):
     else:
         predictor = build_predictor(args)
         cfg = predictor.cfg
-    if args.score is not None:
-        predictor.score_threshold = args.score
+    if args.score is not None:  # one threshold for every class, over TEST.SCORE_THRESH_PER_CLASS too
+        predictor.score_threshold, predictor.class_score_thresholds = args.score, None
     if args.input:
         paths = list_images(args.input)[: args.limit or None]
     else:
@@ -125,12 +125,13 @@ def main(argv=None):
     written = []
     for path in tqdm(paths, desc="demo"):
         instances = predictor(path)
-        keep = int((instances["scores"] >= predictor.score_threshold).sum())
+        keep = predictor.keep(instances).tolist()
         name = os.path.splitext(os.path.basename(path))[0] + ".png"
         written.append(save_image(predictor.draw(path, instances), os.path.join(args.output, name)))
-        tqdm.write(f"{path}: {keep} detections >= {predictor.score_threshold}: "
-                   + ", ".join(f"{n} {s:.2f}" for n, s in zip(instances["class_names"], instances["scores"].tolist())
-                               if s >= predictor.score_threshold))
+        above = "its class's threshold" if predictor.class_score_thresholds else str(predictor.score_threshold)
+        tqdm.write(f"{path}: {sum(keep)} detections >= {above}: "
+                   + ", ".join(f"{n} {s:.2f}" for n, s, k in zip(instances["class_names"],
+                                                                instances["scores"].tolist(), keep) if k))
     print(f"Wrote {len(written)} pictures to {args.output}")
     return written
 

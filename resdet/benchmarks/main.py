@@ -25,6 +25,8 @@ standard ImageFolder + PIL + RandomResizedCrop pipeline, per core with --workers
   python tools/benchmark.py --predict [--weights CKPT] [--video FILE] [--folder DIR] [--batch N]
       (tools/predict.py's pipeline, drawing included, against the model alone; results JSON writing:
       predict.py; `--predict --help` lists its options)
+  python tools/benchmark.py --analysis [--data DIR] [--images 5000]   # tools/analyze.py against pycocotools'
+                                                                        evaluation, COCO-val-sized (analysis.py)
 """
 from __future__ import annotations
 
@@ -49,6 +51,10 @@ def main(argv=None) -> int:
         from .predict import main as predict_main
 
         return predict_main(argv)
+    if "--analysis" in argv:  # the evaluation analysis against pycocotools' evaluation: analysis.py
+        from .analysis import main as analysis_main
+
+        return analysis_main([a for a in argv if a != "--analysis"])
     if "--cifar" in argv:  # its own options and defaults (batch 128, depth, rounds): cifar.py
         from .cifar import main as cifar_main
 
@@ -60,6 +66,9 @@ def main(argv=None) -> int:
     p.add_argument("--predict", action="store_true",
                    help="time tools/predict.py's pipeline against the model alone instead (see `--predict --help`; "
                         "resdet/benchmarks/predict.py)")
+    p.add_argument("--analysis", action="store_true",
+                   help="time the evaluation analysis against pycocotools' evaluation at COCO val's size instead "
+                        "(see `--analysis --help`; resdet/benchmarks/analysis.py)")
     p.add_argument("--cifar", action="store_true",
                    help="time the CIFAR training step instead, eager vs compiled / CUDA graph "
                         "(see `--cifar --help`; resdet/benchmarks/cifar.py)")

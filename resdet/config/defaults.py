@@ -290,6 +290,12 @@ _C.TEST.VIS_SCORE_THRESHOLD = 0.5
 # COCOeval implementation: "pycocotools" (the reference) or "faster_coco_eval" (faster-coco-eval's C++
 # port, same numbers, much faster on large sets; `pip install faster-coco-eval`).
 _C.TEST.COCO_EVAL_BACKEND = "pycocotools"
+# --- per-class deploy thresholds (tools/analyze.py finds them; resdet/predictor.py applies them) ---
+# One score threshold per class, in label order (categories sorted by id): the predictor, tools/demo.py
+# and exported models' metadata keep a detection when its score is at least its class's value. Empty:
+# TEST.VIS_SCORE_THRESHOLD for every class. tools/analyze.py prints the line that sets the thresholds of
+# best F1. COCO evaluation never reads it (AP is measured over all detections).
+_C.TEST.SCORE_THRESH_PER_CLASS = []
 
 # --- test-time augmentation (resdet/detection/tta.py): tools/eval.py, the predictor, tools/predict.py ---
 _C.TEST.AUG = CN()

@@ -25,10 +25,12 @@ import json
 import logging
 import math
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: scoring a results file never needs its 600 MB
+    import torch
 
 from resdet.data.coco_eval_gt import LEFT_OUT_KEY, scorable_ground_truth
 from resdet.data.coco_validation import CocoFormatError, validate_coco_results
@@ -126,6 +128,7 @@ def instances_to_coco_results(
     """One image's model output (boxes xyxy, scores, labels 1..K, optional masks [N,1,H,W]
     probabilities in original image coordinates) -> COCO result dicts (xywh, dataset category ids,
     compressed RLE). All masks of the image are thresholded and encoded in one pycocotools call."""
+    import torch
     from pycocotools import mask as mask_util
 
     boxes = output["boxes"].detach().float().cpu()

@@ -406,6 +406,8 @@ def build_metadata(spec: ExportSpec, fmt: str, *, cfg=None, class_names: Sequenc
             meta["test_resize"] = {"min_size": int(cfg.INPUT.MIN_SIZE_TEST), "max_size": int(cfg.INPUT.MAX_SIZE_TEST),
                                    "rounding": cfg.INPUT.RESIZE_ROUNDING, "backend": cfg.INPUT.RESIZE_BACKEND}
             meta["vis_score_threshold"] = float(cfg.TEST.VIS_SCORE_THRESHOLD)
+            # per label 1..K (TEST.SCORE_THRESH_PER_CLASS), or None: vis_score_threshold for every class
+            meta["score_thresholds_per_class"] = [float(v) for v in cfg.TEST.SCORE_THRESH_PER_CLASS] or None
             meta["mask_threshold"] = float(cfg.TEST.MASK_THRESHOLD)
         meta["config"] = cfg.dump()
     return meta

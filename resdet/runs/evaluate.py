@@ -9,6 +9,8 @@ differs from the checkpoint's is named, and refused unless --allow-config-mismat
     torchrun --nproc_per_node N tools/eval.py --weights ...          (DDP inference, results gathered)
 From a results file written earlier (no model):
     python tools/eval.py --gt annotations.json --results coco_instances_results.json [--iou-types bbox segm]
+With --analyze, the evaluation is explained in <output folder>/analysis/ (index.html, analysis.json,
+figures: error types, PR bands, confusion, thresholds, worst and best images; tools/analyze.py).
 Both the ground truth and the results are validated first; a problem is an error naming the entry.
 Results go to a new folder each time (_2, _3, ... after the first), never over the training run's own
 inference/ results: <checkpoint folder>/eval/<checkpoint>_<dataset>/, or <results folder>/eval/<results
@@ -59,6 +61,11 @@ def parse_args(argv=None):
                    "<checkpoint folder>/eval/<checkpoint>_<dataset>)")
     p.add_argument("--backend", default="", choices=("",) + BACKENDS,
                    help="COCOeval implementation (default: TEST.COCO_EVAL_BACKEND, i.e. pycocotools)")
+    p.add_argument("--analyze", action="store_true",
+                   help="also explain the evaluation (error types, PR bands, confusion matrix, per-class thresholds, "
+                        "worst and best images) in <output folder>/analysis/index.html (tools/analyze.py)")
+    p.add_argument("--images", default="",
+                   help="with --results --analyze: the images' folder, for the pictures of the worst and best images")
     p.add_argument("--allow-config-mismatch", action="store_true",
                    help="evaluate with --config even where its INPUT/MODEL/TEST keys differ from the checkpoint's "
                         "training config (a warning names them; without this flag it is an error)")
@@ -72,6 +79,8 @@ def parse_args(argv=None):
                 "[--weights W], or --gt GT --results RESULTS")
     if args.results and not args.gt:
         p.error("--results needs --gt, the ground truth it is scored against")
+    if args.images and not (args.results and args.analyze):
+        p.error("--images is for --results with --analyze (a model's dataset brings its own image folder)")
     return args
 
 
@@ -104,14 +113,14 @@ def evaluation_config(args):
                                  on_mismatch="warn" if args.allow_config_mismatch else "error")
 
 
-def new_output_dir(base: str, name: str) -> str:
-    """A folder no earlier evaluation wrote: <base>/eval/<name>, else <name>_2, _3, ... (made on rank 0
+def new_output_dir(base: str, name: str, kind: str = "eval") -> str:
+    """A folder no earlier evaluation wrote: <base>/<kind>/<name>, else <name>_2, _3, ... (made on rank 0
     and shared, so every process writes the same one)."""
     from resdet.engine import broadcast_object, is_main_process
 
     path = None
     if is_main_process():
-        first = os.path.join(base, "eval", name)
+        first = os.path.join(base, kind, name)
         for n in range(1, 100000):
             path = first if n == 1 else f"{first}_{n}"
             try:
@@ -128,7 +137,25 @@ def _stem(path: str) -> str:
 
 @record
 def main(argv=None):
-    args = parse_args(argv)
+    return run(parse_args(argv))
+
+
+def run_analysis(out: str, gt: str, results: str, iou_types, image_root: str, instances_without_mask: str,
+                 options: Optional[dict] = None) -> dict:
+    """The analysis of an evaluation (resdet/evaluation/analysis) in <out>/analysis/."""
+    from resdet.evaluation.analysis.analyze import analyze_results
+
+    folder = os.path.join(out, "analysis")
+    report = analyze_results(gt, results, iou_types, output_dir=folder, image_root=image_root or None,
+                             instances_without_mask=instances_without_mask, **(options or {}))
+    print(f"Analysis: {os.path.join(folder, 'index.html')} (numbers in analysis.json)")
+    return report
+
+
+def run(args, analysis: Optional[dict] = None):
+    """Evaluate as `args` (parse_args) say; with args.analyze, explain the evaluation too, with
+    `analysis` options for resdet.evaluation.analysis.analyze.analyze_results (score_threshold, iou,
+    gallery_size)."""
     if args.results:
         from resdet.config import load_config
         from resdet.evaluation.coco import evaluate_results_file
@@ -139,6 +166,9 @@ def main(argv=None):
                                         backend=args.backend or "pycocotools",
                                         instances_without_mask=cfg.DATASETS.INSTANCES_WITHOUT_MASK)
         print(f"Saved {os.path.join(out, 'coco_eval.json')}")
+        if args.analyze:
+            metrics["analysis"] = run_analysis(out, args.gt, args.results, args.iou_types, args.images,
+                                               cfg.DATASETS.INSTANCES_WITHOUT_MASK, analysis)
         return metrics
 
     from resdet.detection.rcnn import build_detection_model
@@ -172,6 +202,14 @@ def main(argv=None):
     if is_main_process() and "inference" in metrics:
         print(json.dumps(json_safe(metrics["inference"])))
         print(f"Saved {os.path.join(out, 'coco_eval.json')} and coco_instances_results.json")
+        if args.analyze:
+            from resdet.data.catalog import dataset_files, register_from_config
+
+            register_from_config(cfg)
+            gt_json, image_root = dataset_files(name)
+            types = ["bbox", "segm"] if cfg.MODEL.MASK_ON else ["bbox"]
+            metrics["analysis"] = run_analysis(out, gt_json, os.path.join(out, "coco_instances_results.json"), types,
+                                               image_root, cfg.DATASETS.INSTANCES_WITHOUT_MASK, analysis)
     cleanup()
     return metrics
 

@@ -196,6 +196,11 @@ def format_train_steps(rows: List[Dict[str, object]]) -> str:
     lines.append(f"train step {os.path.basename(str(new['config']))}: ratio {today['s_per_step'] / new['s_per_step']:.2f}x "
                  f"(today {today['s_per_step']:.3f} s/step, new {new['s_per_step']:.3f} s/step; medians of "
                  f"{new['steps']} steps each, {new['threads']} threads)")
+    # on a machine shared with other jobs the wall time follows their load; the CPU a step costs (the
+    # loader's workers included) does much less
+    cost = [r["cpu_s_per_step"] + r["loader_cpu_s_per_step"] for r in rows]
+    lines.append(f"train step CPU: ratio {cost[0] / cost[1]:.2f}x (today {cost[0]:.3f} CPU s/step, new "
+                 f"{cost[1]:.3f}; the process and its loader workers)")
     return "\n".join(lines)
 
 

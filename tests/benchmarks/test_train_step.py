@@ -39,7 +39,9 @@ def test_today_against_the_recipe_on_the_same_photos(photos):
     # the same start, the same images: the losses differ only by the kernels' rounding and the sampled RoIs
     assert abs(today["last_loss"] - new["last_loss"]) < 0.5 * today["last_loss"]
     assert today["loader_cpu_s_per_step"] > 0 == new["loader_cpu_s_per_step"]  # workers' CPU time, counted
-    assert "ratio" in format_train_steps(rows)
+    text = format_train_steps(rows)
+    cost = [r["cpu_s_per_step"] + r["loader_cpu_s_per_step"] for r in rows]
+    assert f"train step CPU: ratio {cost[0] / cost[1]:.2f}x" in text  # the workers' CPU is the baseline's cost too
 
 
 def test_command_line(photos, capsys):

@@ -1,6 +1,8 @@
 """The CPU RoIAlign of resdet/detection/roi_align.py against torchvision.ops.roi_align: forward and
 backward, aligned or not, fixed and adaptive sampling, boxes partly or wholly outside the map, empty and
 inverted boxes, both memory formats; and the poolers and a training step built on it."""
+import copy
+
 import pytest
 import torch
 from torchvision.ops import roi_align as tv_roi_align
@@ -139,7 +141,7 @@ def test_pooler_kernels_agree():
         ROIPooler(output_size=7, strides=(4, 8), kernel="fast")
 
 
-def test_training_step_with_either_kernel():
+def test_training_step_with_either_kernel(monkeypatch):
     """A Mask R-CNN training step gives the same losses and gradients with either CPU kernel."""
     from resdet.benchmarks.detection import synthetic_batch
 
@@ -148,15 +150,29 @@ def test_training_step_with_either_kernel():
              "MODEL.ROI_BOX_HEAD.FC_DIM", 64, "MODEL.ROI_MASK_HEAD.CONV_DIM", 16, "MODEL.ROI_MASK_HEAD.NUM_CONV", 1,
              "MODEL.RPN.POST_NMS_TOPK_TRAIN", 100, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 64]
     images, targets = synthetic_batch(2, 96, 128, 3, 4, True, "cpu", seed=3)
-    runs = []
-    for kernel in ("torchvision", "resdet"):
-        torch.manual_seed(0)
-        model = build_detection_model(load_config("configs/Base-RCNN-FPN.yaml", small + ["MODEL.POOLER_CPU_KERNEL",
-                                                                                         kernel])).train()
+    torch.manual_seed(0)
+    tv_model = build_detection_model(load_config("configs/Base-RCNN-FPN.yaml", small + ["MODEL.POOLER_CPU_KERNEL",
+                                                                                        "torchvision"])).train()
+    # one build (the slow part of this test): the other model is its copy with the default kernel
+    model = copy.deepcopy(tv_model)
+    poolers = [(model.roi_heads.box_pooler, tv_model.roi_heads.box_pooler),
+               (model.roi_heads.mask_pooler, tv_model.roi_heads.mask_pooler)]
+    default = load_config("configs/Base-RCNN-FPN.yaml").MODEL.POOLER_CPU_KERNEL
+    for ours, theirs in poolers:
+        assert theirs.kernel == "torchvision"  # the config key reaches both poolers
+        ours.kernel = default
+    assert default == "resdet"
+    plans = []  # resdet's kernel plans its sparse product per call: it ran where it should, and only there
+    plan = roi_align_module._plan
+    monkeypatch.setattr(roi_align_module, "_plan", lambda *a, **k: plans.append(1) or plan(*a, **k))
+    runs, calls = [], []
+    for model in (tv_model, model):
         torch.manual_seed(1)
         losses = model(images, targets)
         sum(losses.values()).backward()
+        calls.append(len(plans))
         runs.append((losses, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    assert calls[0] == 0 < calls[1]
     (tv_losses, tv_grads), (losses, grads) = runs
     assert losses.keys() == tv_losses.keys() and grads.keys() == tv_grads.keys()
     for k in losses:

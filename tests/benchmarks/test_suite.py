@@ -14,7 +14,9 @@ TINY = ["--device", "cpu", "--archs", "maskrcnn", "--det-size", "64x96", "--det-
 
 
 def test_gpu_suite_rehearsal_on_cpu(tmp_path, one_thread, capsys):
-    assert main(["--suite", "gpu", *TINY, "--output", str(tmp_path)]) == 0
+    # no time limit worth the name: on a loaded shared machine the default 8 minutes ran out before the last
+    # part (the cascade) once, which was then skipped; skipping is tested below
+    assert main(["--suite", "gpu", *TINY, "--max-minutes", "60", "--output", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "benchmark.json").read_text())
     rows = report["rows"]
     assert [(r["part"], r["mode"], r["precision"]) for r in rows] == [

@@ -20,7 +20,8 @@ TINY = ["--device", "cpu", "--archs", "fasterrcnn", "--det-size", "64x96", "--de
 def test_gpu_suite_rehearsal_on_cpu_with_a_failed_and_a_timed_out_part(tmp_path, one_thread, capsys, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the parts' processes: one thread each on a shared CPU
     argv = ["--suite", "gpu", *TINY, "--det-precisions", "fp32", "--cls-size", "16", "--cls-batch", "1",
-            "--part-minutes", "cifar=0.05", "detection=30", "counts=30", "nms=30", "cascade=30", "--output", str(tmp_path)]
+            "--part-minutes", "cifar=0.05", "detection=30", "counts=30", "nms=30", "cascade=30", "--output", str(tmp_path),
+            "--max-minutes", "60"]  # the whole run's limit: on a loaded machine the default once ran out before the cascade
     seen = {}
     parser = suite.build_parser()
     args = parser.parse_args(argv)

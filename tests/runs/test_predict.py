@@ -19,7 +19,7 @@ from resdet.detection.rcnn import build_detection_model
 from resdet.evaluation.coco import evaluate_results_file
 from resdet.runs.cli import run_tool
 from resdet.runs.evaluate import main as eval_main
-from resdet.runs.predict import main
+from resdet.runs.predict import batch_note, main
 
 from tests.pipeline.helpers import frames_in, serve_folder, write_video
 
@@ -73,6 +73,8 @@ def test_folders_globs_videos_and_a_bad_image(setup, tmp_path, capsys):
     assert [c["name"] for c in info["categories"]] == ["circle", "square", "triangle"]
     assert len(info["images"]) == 7 and {r["image_id"] for r in results} == {i["id"] for i in info["images"]}
     assert "Time per stage" in printed and "<- the bottleneck" in printed
+    # the quick start's GroupNorm backbone at --batch 2, tools/eval.py at TEST.IMS_PER_BATCH 1: said once
+    assert printed.count("note: --batch 2 pads the images") == 1
 
 
 @pytest.mark.parametrize("tta", [False, True])
@@ -90,6 +92,13 @@ def test_results_of_a_dataset_score_as_eval_py_scores_the_model(setup, tmp_path,
     for t in ("bbox", "segm"):
         assert scored[t]["AP"] == pytest.approx(metrics[t]["AP"], nan_ok=True)
         assert scored[t]["AR100"] == pytest.approx(metrics[t]["AR100"], nan_ok=True)
+
+
+def test_batch_note_only_where_group_norm_meets_another_batch():
+    gn = load_config(CONFIG, ["TEST.IMS_PER_BATCH", "1"])
+    bn = load_config(CONFIG, ["TEST.IMS_PER_BATCH", "1", "MODEL.BACKBONE.NORM", "FrozenBN"])
+    assert "GroupNorm" in batch_note(gn, 4) and batch_note(gn, 1) == ""
+    assert batch_note(bn, 4) == "" and batch_note(None, 4) == ""
 
 
 def test_a_stream_on_the_loopback_and_a_missing_camera(setup, tmp_path, capsys):

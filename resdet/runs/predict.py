@@ -26,7 +26,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["parse_args", "main", "category_ids_for"]
+__all__ = ["parse_args", "main", "category_ids_for", "batch_note"]
 
 INTERRUPTED = 130  # the exit status of a run ended by Ctrl-C (128 + SIGINT)
 
@@ -90,6 +90,17 @@ def _predictor(args):
         return DetectionPredictor.from_config(load_config(args.config, args.opts))
     return DetectionPredictor.from_checkpoint(weights, args.config, args.opts,
                                               allow_config_mismatch=args.allow_config_mismatch)
+
+
+def batch_note(cfg, batch: int) -> str:
+    """A line saying that a GroupNorm network's detections depend on --batch (its normalisation sees the
+    padding of the batch), where --batch differs from the batch tools/eval.py uses; else ""."""
+    if cfg is None or batch == cfg.TEST.IMS_PER_BATCH:
+        return ""
+    if not str(cfg.MODEL.BACKBONE.NORM).upper().startswith("GN"):
+        return ""
+    return (f"note: --batch {batch} pads the images into batches of {batch}, and this GroupNorm network's detections "
+            f"depend on the padding: tools/eval.py's (TEST.IMS_PER_BATCH {cfg.TEST.IMS_PER_BATCH}) may differ slightly")
 
 
 def _categories(path: str) -> List[dict]:
@@ -195,6 +206,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise
     if args.score is not None:
         predictor.score_threshold = args.score
+    note = batch_note(predictor.cfg, args.batch)
+    if note:
+        print(note)
     image_ids, dataset_json = None, ""
     if args.dataset:
         sources, image_ids, dataset_json = _dataset_sources(predictor, args.dataset)

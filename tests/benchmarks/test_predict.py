@@ -26,7 +26,8 @@ def test_predict_benchmark_prints_each_ratio(tmp_path, capsys):
     assert "results JSON, 4 images x 10 detections with RLE masks" in text
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["kind"], r.get("batch")) for r in rows] == [("video", 2), ("folder", 1), ("folder", 2), ("results", None)]
-    assert all(r["pipeline_fps"] > 0 and r["model_fps"] > 0 for r in rows[:3])
+    assert all(r["pipeline_fps"] > 0 and r["model_fps"] > 0 and 0 < r["model_busy"] <= 1 for r in rows[:3])
+    assert "the model busy" in text
     assert rows[3]["ours_s"] > 0 and rows[3]["reference_s"] > 0
 
 

@@ -221,7 +221,12 @@ def _gallery_section(t: str, d: Dict, which: str) -> str:
                         f"<figcaption>{cap}</figcaption></figure>")
         else:
             figs.append(f'<figure><figcaption class="warn">{cap} (could not be read)</figcaption></figure>')
-    return (head + f'<p class="note">At the deploy thresholds. {legend}</p>'
+    # found looking at the photos model's report: "Miss 0.00" above and "missed" objects here read as a
+    # contradiction unless it says that the error types count every detection and the pictures do not
+    return (head + '<p class="note">At the deploy thresholds: only detections scoring at least their class\'s '
+            "threshold are drawn, so an object is missed here when none of those found it, even where a "
+            "lower-scoring one did (the error types above count every detection, whatever its score). "
+            + f'{legend}</p>'
             + f'<div class="gallery">{"".join(figs)}</div>')
 
 

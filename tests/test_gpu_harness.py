@@ -2,6 +2,7 @@
 modules named like GPU modules: the cheapest module runs first whatever the command line's order, a test
 past its time limit fails with GpuTestTimeout and the next runs, and the output names every GPU test that
 ran with its outcome and seconds."""
+import os
 import textwrap
 
 pytest_plugins = ["pytester"]
@@ -13,7 +14,10 @@ CONFTEST = textwrap.dedent('''
 ''')
 
 
-def test_gpu_tests_run_cheapest_first_under_time_limits_and_are_listed(pytester):
+def test_gpu_tests_run_cheapest_first_under_time_limits_and_are_listed(pytester, monkeypatch):
+    # the separate pytest runs in a temporary folder: the checkout's `tests` package must be importable there
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_cifar_fast_step=textwrap.dedent('''
         import time

@@ -42,7 +42,8 @@ setup(
         # structure-aware strategies (hypothesis). In dev so the short fuzz run in the test suite covers
         # every harness.
         "fuzz": ["atheris>=2.3; platform_system == 'Linux' and platform_machine == 'x86_64'", "hypothesis>=6.100"],
-        "dev": ["pytest>=7", "faster-coco-eval>=1.6", "scikit-image>=0.21", "onnx>=1.16", "onnxscript>=0.3",
+        # pytest-xdist: the README's test command runs the suite on every core (-n auto --dist loadfile)
+        "dev": ["pytest>=7", "pytest-xdist>=3.5", "faster-coco-eval>=1.6", "scikit-image>=0.21", "onnx>=1.16", "onnxscript>=0.3",
                 "onnxruntime>=1.18", "atheris>=2.3; platform_system == 'Linux' and platform_machine == 'x86_64'",
                 "hypothesis>=6.100"],
     },

@@ -8,6 +8,21 @@ import logging  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+
+def _share_cores_between_workers() -> None:
+    """Under pytest-xdist (the README's `-n auto`), N worker processes run tests side by side: each takes
+    its share of the cores for torch's intra-op threads (and passes it to the processes its tests start,
+    through OMP_NUM_THREADS), where N workers with a thread per core each would oversubscribe the machine
+    and spin-wait (several times slower on two cores)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
+        torch.set_num_threads(share)
+
+
+_share_cores_between_workers()
+
 SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 
 

@@ -6,10 +6,8 @@ pooling the previous stage's regressed boxes through GroupNorm heads, so onnxrun
 from torch's pass through three box heads instead of one; detections whose scores lie within 1e-4 of each
 other are compared in label/box order, since their order is that noise).
 
-Small and cheap: ResNet-18, a 32-channel FPN with GroupNorm, 1conv1fc box heads with GroupNorm (the new
-baselines' 4conv1fc head shape with one conv: the same layers, 12 fewer conv+GN pairs to trace over the three
-stages, 14 of the file's ~105 CPU-seconds; the 1.7e-5 above was measured with four), photographs at 96-192 px,
-100 proposals; one dynamic-shape export per format.
+Small and cheap: ResNet-18, a 32-channel FPN with GroupNorm, 4conv1fc box heads with GroupNorm (the new
+baselines' head shape), photographs at 96-192 px, 100 proposals; one dynamic-shape export per format.
 """
 import os
 import subprocess
@@ -30,7 +28,7 @@ K = len(CLASS_NAMES)
 OVERRIDES = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.WEIGHTS", "", "MODEL.BACKBONE.NAME", "resnet18",
              "MODEL.BACKBONE.NORM", "GN", "MODEL.BACKBONE.GN_GROUPS", 8, "MODEL.BACKBONE.FREEZE_AT", 0,
              "MODEL.FPN.OUT_CHANNELS", 32, "MODEL.FPN.NORM", "GN",
-             "MODEL.ROI_BOX_HEAD.NUM_CONV", 1, "MODEL.ROI_BOX_HEAD.CONV_DIM", 32, "MODEL.ROI_BOX_HEAD.NUM_FC", 1,
+             "MODEL.ROI_BOX_HEAD.NUM_CONV", 4, "MODEL.ROI_BOX_HEAD.CONV_DIM", 32, "MODEL.ROI_BOX_HEAD.NUM_FC", 1,
              "MODEL.ROI_BOX_HEAD.FC_DIM", 64, "MODEL.ROI_BOX_HEAD.NORM", "GN",
              "MODEL.ROI_MASK_HEAD.CONV_DIM", 32, "MODEL.ROI_MASK_HEAD.NUM_CONV", 2, "MODEL.ROI_MASK_HEAD.NORM", "GN",
              "MODEL.RPN.PRE_NMS_TOPK_TEST", 100, "MODEL.RPN.POST_NMS_TOPK_TEST", 100,

@@ -118,9 +118,8 @@ def test_default_fixed_shape_holds_portrait_and_landscape_images(tmp_path):
     """Without --size or --dynamic a detector's input is a square of INPUT.MAX_SIZE_TEST: the test-time
     resize of any image, portrait or landscape, fits in it (MIN x MAX, the default before, refused every
     portrait image). An image larger than the square is refused with an ExportedFileError that names the
-    file and the shapes. (Detections equal to the eager model's: test_detection_export.py.) As an
-    ExportedProgram: the default size and the check are the same for every format (runs/export.default_size,
-    runtime.ExportedDetector), and a fixed-shape trace costs ~4 CPU-seconds where ONNX adds ~11 more."""
+    file and the shapes. (Detections equal to the eager model's: test_detection_export.py.)"""
+    onnx_or_skip()
     from resdet.export.runtime import ExportedDetector, ExportedFileError
     from resdet.predictor import DetectionPredictor
 
@@ -130,7 +129,7 @@ def test_default_fixed_shape_holds_portrait_and_landscape_images(tmp_path):
     torch.manual_seed(0)
     weights = str(tmp_path / "w.pth")
     torch.save(build_model(cfg).state_dict(), weights)
-    meta = export_from_config(cfg, "exported-program", str(tmp_path / "shapes.pt2"), weights=weights,
+    meta = export_from_config(cfg, "onnx", str(tmp_path / "shapes.onnx"), weights=weights,
                               class_names=["circle", "square", "triangle"])
     assert meta["input_shapes"]["images"] == [1, 3, 192, 192] and not meta["dynamic"]
     predictor = DetectionPredictor.from_exported(meta["path"], score_threshold=0.0)
@@ -140,7 +139,7 @@ def test_default_fixed_shape_holds_portrait_and_landscape_images(tmp_path):
         boxes = found["boxes"]
         assert len(found["scores"]) > 0 and found["masks"].shape[-2:] == (h, w), (h, w)
         assert bool((boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all() and (boxes >= 0).all()), (h, w)
-    with pytest.raises(ExportedFileError, match=r"shapes\.pt2' was exported for fixed 192x192 inputs; an image "
+    with pytest.raises(ExportedFileError, match=r"shapes\.onnx' was exported for fixed 192x192 inputs; an image "
                                                 r"of 224x96 does not fit"):
         ExportedDetector(meta["path"])([torch.zeros(3, 224, 96)])
 

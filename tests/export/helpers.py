@@ -1,4 +1,4 @@
-"""Shared by the export tests: R50-FPN detectors with random weights whose class scores are spread out
+"""Shared by the export tests: FPN detectors of the COCO configs with random weights whose class scores are spread out
 (so detections are ranked, none tied), photographs at small sizes, and the eager model's outputs."""
 import os
 
@@ -50,7 +50,7 @@ def detector_config(arch: str, extra=()):
 
 
 def peaked_detector(cfg, images, seed: int = 0):
-    """R50-FPN with random weights, its class-logit layer redrawn so that logits have a spread of about 3
+    """An FPN detector with random weights, its class-logit layer redrawn so that logits have a spread of about 3
     on these images' proposals: softmax scores between ~0.05 and ~0.9, ranked without ties."""
     torch.manual_seed(seed)
     model = build_detection_model(cfg).eval()

@@ -39,7 +39,7 @@ def readme_section():
 
 def _run(command, cwd, extra=()):
     assert command[0] == "python" and command[1].startswith("tools/")
-    env = dict(os.environ, PYTHONPATH=ROOT, NO_ALBUMENTATIONS_UPDATE="1", OMP_NUM_THREADS="2")
+    env = dict(os.environ, PYTHONPATH=ROOT, NO_ALBUMENTATIONS_UPDATE="1", OMP_NUM_THREADS="1")
     env.pop("RESDET_DEBUG", None)
     return subprocess.run([sys.executable, os.path.join(ROOT, command[1]), *command[2:], *extra], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=900)

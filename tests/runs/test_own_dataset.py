@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TINY = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "80", "INPUT.MIN_SIZE_TEST", "64",
         "INPUT.MAX_SIZE_TEST", "80", "SOLVER.IMS_PER_BATCH", "1", "SOLVER.MAX_EPOCHS", "2.0",
         "SOLVER.WARMUP_ITERS", "2", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "200", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64",
-        "DATALOADER.NUM_WORKERS", "0", "LOG_PERIOD", "1",
+        "DATALOADER.NUM_WORKERS", "0", "LOG_PERIOD", "1", "TEST.DETECTIONS_PER_IMAGE", "10",
         "SOLVER.CHECKPOINT_PERIOD_FRACTION", "1.0"]  # the final checkpoint only: fewer 100 MB writes
 
 

@@ -23,41 +23,58 @@ def tiny_overrides(root, out, **extra):
     opts = {
         "MODEL.DEVICE": "cpu", "SOLVER.AMP": "", "SOLVER.CHANNELS_LAST": False, "CLS.DATA.ROOT": root,
         "MODEL.CLASSIFIER.NUM_CLASSES": 3, "SOLVER.IMS_PER_BATCH": 8, "SOLVER.BASE_LR": 0.02,
-        "SOLVER.MAX_ITER": 24, "SOLVER.STEPS": "(16,)", "SOLVER.CHECKPOINT_PERIOD": 8, "TEST.EVAL_PERIOD": 8,
+        "SOLVER.MAX_ITER": 16, "SOLVER.STEPS": "(12,)", "SOLVER.CHECKPOINT_PERIOD": 8, "TEST.EVAL_PERIOD": 8,
         "LOG_PERIOD": 4, "CLS.TEST.TRAIN_SUBSET": 24, "OUTPUT_DIR": out,
     }
     opts.update(extra)
     return [str(x) for kv in opts.items() for x in kv]
 
 
+# 16-pixel images (make_image_tree(size=16)) cost a quarter of CIFAR's 32 and are learnt as quickly
+SMALL = {"CLS.INPUT.CROP_SIZE": 16, "CLS.INPUT.PAD": 2}
+
+
 def cfg_for(root, out, **extra):
     return load_config(os.path.join(REPO, "configs", "cifar10_resnet20.yaml"), tiny_overrides(root, out, **extra))
 
 
+def small_cfg(root, out, **extra):
+    """cfg_for for the 16-pixel `tree`."""
+    return cfg_for(root, out, **SMALL, **extra)
+
+
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    return make_image_tree(tmp_path_factory.mktemp("cls_data"), {"train": 16, "test": 6}, num_classes=3)
+    return make_image_tree(tmp_path_factory.mktemp("cls_data"), {"train": 16, "test": 6}, num_classes=3, size=16)
 
 
-def test_a_few_iterations_lower_the_loss_and_beat_chance(tree, tmp_path):
-    results = train_classifier(cfg_for(tree, str(tmp_path)))
-    losses = [r["loss_cls"] for r in read_metrics(str(tmp_path / "metrics.jsonl")) if "loss_cls" in r]
-    assert len(losses) == 6
+@pytest.fixture(scope="module")
+def trained(tree, tmp_path_factory):
+    """One 16-step training run (lr drop at 12, checkpoints at 8 and 16) read by several tests:
+    (config, output folder, returned results)."""
+    out = tmp_path_factory.mktemp("trained")
+    cfg = small_cfg(tree, str(out))
+    return cfg, out, train_classifier(cfg)
+
+
+def test_a_few_iterations_lower_the_loss_and_beat_chance(trained):
+    _, out, results = trained
+    losses = [r["loss_cls"] for r in read_metrics(str(out / "metrics.jsonl")) if "loss_cls" in r]
+    assert len(losses) == 4
     assert losses[-1] < 0.5 * losses[0]
     assert results["test/num_samples"] == 18 and results["test/top1_err"] < 50.0   # chance: 66.7%
     for f in ("config.yaml", "final_results.json", "model_final.pth", "backbone_final.pth", "last_checkpoint"):
-        assert (tmp_path / f).is_file(), f
-    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+        assert (out / f).is_file(), f
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
 
 
 class _Interrupted(Exception):
     pass
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tree, tmp_path, monkeypatch):
-    full_dir, cut_dir = str(tmp_path / "full"), str(tmp_path / "cut")
-    short = {"SOLVER.MAX_ITER": 16, "SOLVER.STEPS": "(12,)"}   # the lr drop falls after the resume point
-    train_classifier(cfg_for(tree, full_dir, **short))
+def test_resume_after_interruption_equals_uninterrupted_run(tree, trained, tmp_path, monkeypatch):
+    # the uninterrupted run is the shared one: 16 steps, the lr drop (12) after the resume point (8)
+    full_dir, cut_dir = str(trained[1]), str(tmp_path / "cut")
 
     # Interrupt the second run during iteration 11: the newest checkpoint is iteration 8's, so steps
     # 8..10 are done twice, as after a real crash.
@@ -72,10 +89,10 @@ def test_resume_after_interruption_equals_uninterrupted_run(tree, tmp_path, monk
 
     monkeypatch.setattr(data_mod.DeviceBatches, "__next__", crashing_next)
     with pytest.raises(_Interrupted):
-        train_classifier(cfg_for(tree, cut_dir, **short))
+        train_classifier(small_cfg(tree, cut_dir))
     monkeypatch.setattr(data_mod.DeviceBatches, "__next__", real)
     assert open(os.path.join(cut_dir, "last_checkpoint")).read().strip() == "model_0000008.pth"
-    resumed = train_classifier(cfg_for(tree, cut_dir, **short), resume=True)
+    resumed = train_classifier(small_cfg(tree, cut_dir), resume=True)
 
     def by_iter(d):
         recs = {}
@@ -110,17 +127,17 @@ def test_two_process_ddp_over_gloo_matches_one_process(tree, tmp_path):
     extra = {"MODEL.BACKBONE.NORM": "GN", "MODEL.BACKBONE.GN_GROUPS": 4, "SOLVER.MAX_ITER": 6,
              "SOLVER.BASE_LR": 0.01, "SOLVER.STEPS": "(4,)", "TEST.EVAL_PERIOD": 3,
              "SOLVER.CHECKPOINT_PERIOD": 0, "LOG_PERIOD": 2}
-    runs = {}
-    for nproc in (1, 2):
-        out = str(tmp_path / f"np{nproc}")
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-               os.path.join(REPO, "tools", "train_cls.py"), os.path.join(REPO, "configs", "cifar10_resnet20.yaml"),
-               *tiny_overrides(tree, out, **extra)]
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        runs[nproc] = out
+    # the one-process reference runs in this process (the same train_classifier the tool calls); the two
+    # processes are a real torchrun launch of tools/train_cls.py
+    runs = {1: str(tmp_path / "np1"), 2: str(tmp_path / "np2")}
+    train_classifier(small_cfg(tree, runs[1], **extra))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           os.path.join(REPO, "tools", "train_cls.py"), os.path.join(REPO, "configs", "cifar10_resnet20.yaml"),
+           *tiny_overrides(tree, runs[2], **SMALL, **extra)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     m1, m2 = (read_metrics(os.path.join(runs[n], "metrics.jsonl")) for n in (1, 2))
     l1 = [r["loss_cls"] for r in m1 if "loss_cls" in r]
     l2 = [r["loss_cls"] for r in m2 if "loss_cls" in r]
@@ -137,24 +154,23 @@ def test_two_process_ddp_over_gloo_matches_one_process(tree, tmp_path):
         assert torch.allclose(w1[k], w2[k], rtol=1e-4, atol=1e-5), k
 
 
-def test_backbone_export_loads_into_the_detection_backbone(tree, tmp_path):
+def test_backbone_export_loads_into_the_detection_backbone(trained):
     from resdet.backbones import build_backbone
     from resdet.backbones.weights import load_backbone_weights
 
-    cfg = cfg_for(tree, str(tmp_path), **{"SOLVER.MAX_ITER": 2, "SOLVER.STEPS": "(1,)", "TEST.EVAL_PERIOD": 0})
-    train_classifier(cfg)
-    path = str(tmp_path / "backbone_final.pth")
+    cfg, out, _ = trained
+    path = str(out / "backbone_final.pth")
     export = load_backbone_export(path)
     # VARIANT auto and SHORTCUT "" are recorded as built: v1.5 (nothing says otherwise), the CIFAR family's A
     assert cfg.MODEL.BACKBONE.VARIANT == "auto" and cfg.MODEL.BACKBONE.SHORTCUT == ""
     assert {k: export["meta"][k] for k in ("name", "variant", "shortcut", "norm")} == {
         "name": "cifar_resnet20", "variant": "v1.5", "shortcut": "A", "norm": "BN"}
     assert not any(k.startswith("fc.") for k in export["state_dict"])
-    trained = torch.load(str(tmp_path / "model_final.pth"), weights_only=True)["model"]
+    weights = torch.load(str(out / "model_final.pth"), weights_only=True)["model"]
     det = build_backbone("cifar_resnet20", out_features=("res2", "res3", "res4"), num_classes=None)
     load_backbone_weights(det, path, expected_name="cifar_resnet20", expected_variant="v1.5")
     for k, v in det.state_dict().items():
-        assert torch.equal(v, trained["backbone." + k]), k
+        assert torch.equal(v, weights["backbone." + k]), k
     with pytest.raises(ValueError, match="cifar_resnet20"):
         load_backbone_weights(build_backbone("cifar_resnet32", out_features=("res4",), num_classes=None), path,
                               expected_name="cifar_resnet32")
@@ -162,7 +178,7 @@ def test_backbone_export_loads_into_the_detection_backbone(tree, tmp_path):
 
 def test_timm_options_mixup_cutmix_label_smoothing_ema_randaugment(tree, tmp_path):
     # The streaming path (DataLoader + per-image transforms) with every timm option on.
-    cfg = cfg_for(tree, str(tmp_path), **{
+    cfg = small_cfg(tree, str(tmp_path), **{
         "CLS.DATA.IN_MEMORY": False, "CLS.DATA.PER_PIXEL_MEAN": False, "DATALOADER.NUM_WORKERS": 0,
         "CLS.INPUT.TRAIN_AUG": "rrc",
         "CLS.INPUT.RANDAUGMENT": "rand-m9-mstd0.5", "CLS.INPUT.COLOR_AUG": "pca",
@@ -181,7 +197,7 @@ def test_timm_options_mixup_cutmix_label_smoothing_ema_randaugment(tree, tmp_pat
 
 def test_class_count_mismatch_is_named(tree, tmp_path):
     with pytest.raises(ValueError, match="has 3 classes but MODEL.CLASSIFIER.NUM_CLASSES is 10"):
-        train_classifier(cfg_for(tree, str(tmp_path), **{"MODEL.CLASSIFIER.NUM_CLASSES": 10}))
+        train_classifier(small_cfg(tree, str(tmp_path), **{"MODEL.CLASSIFIER.NUM_CLASSES": 10}))
 
 
 def test_missing_dataset_says_where_and_how(tmp_path):

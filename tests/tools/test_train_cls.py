@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from tests.classification.helpers import make_image_tree
-from tests.runs.test_train_cls import tiny_overrides
+from tests.runs.test_train_cls import SMALL, tiny_overrides
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "tools"))
@@ -24,10 +24,10 @@ def run_tool(*args, timeout=600):
 
 
 def test_train_then_eval_only_then_export(tmp_path):
-    root = make_image_tree(tmp_path / "data", {"train": 8, "test": 4}, num_classes=3)
+    root = make_image_tree(tmp_path / "data", {"train": 8, "test": 4}, num_classes=3, size=16)
     out = str(tmp_path / "run")
     cfg = os.path.join(REPO, "configs", "cifar10_resnet20.yaml")
-    opts = tiny_overrides(root, out, **{"SOLVER.MAX_ITER": 6, "SOLVER.STEPS": "(4,)", "TEST.EVAL_PERIOD": 3})
+    opts = tiny_overrides(root, out, **SMALL, **{"SOLVER.MAX_ITER": 6, "SOLVER.STEPS": "(4,)", "TEST.EVAL_PERIOD": 3})
     p = run_tool("train_cls.py", cfg, *opts)
     assert p.returncode == 0, p.stderr[-3000:]
     final = json.load(open(os.path.join(out, "final_results.json")))

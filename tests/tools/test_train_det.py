@@ -22,6 +22,7 @@ def _tiny(tmp_path, out, max_iter=4):
         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", "(3,)",
         "SOLVER.WARMUP_ITERS", "1", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.BASE_LR", "0.01",
         "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+        "TEST.DETECTIONS_PER_IMAGE", "10",
         "DATALOADER.NUM_WORKERS", "0", "LOG_PERIOD", "1", "OUTPUT_DIR", str(out),
     ]
 
@@ -44,16 +45,25 @@ def _losses(out):
     return {r["iteration"]: r["total_loss"] for r in rows if "total_loss" in r}
 
 
-def test_train_kill_resume_continues_at_the_same_iteration(tmp_path):
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    proc = subprocess.run(_cmd(*_tiny(tmp_path, full)), env=_env(), capture_output=True, text=True, timeout=900)
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One uninterrupted 4-iteration run (data in <base>/shapes, output in <base>/full), shared by the
+    kill/resume test (its reference) and the --eval-only test (its checkpoint): (base folder, output)."""
+    base = tmp_path_factory.mktemp("det")
+    proc = subprocess.run(_cmd(*_tiny(base, base / "full")), env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return base, base / "full"
+
+
+def test_train_kill_resume_continues_at_the_same_iteration(full_run, tmp_path):
+    base, full = full_run
+    cut = tmp_path / "cut"
     reference = _losses(full)
     assert sorted(reference) == [1, 2, 3, 4]
     assert os.path.isfile(full / "predictions.png") and os.path.isfile(full / "inference" / "shapes_val" / "coco_eval.json")
 
     # the same run, killed (SIGKILL: no clean-up at all) once the iteration-2 checkpoint is on disk
-    proc = subprocess.Popen(_cmd(*_tiny(tmp_path, cut)), env=_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_cmd(*_tiny(base, cut)), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     pointer = cut / "last_checkpoint"
     deadline = time.time() + 600
@@ -66,7 +76,7 @@ def test_train_kill_resume_continues_at_the_same_iteration(tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed after iteration 2"
     assert not (cut / "model_final.pth").exists()
 
-    resumed = subprocess.run(_cmd("--resume", *_tiny(tmp_path, cut)), env=_env(), capture_output=True, text=True,
+    resumed = subprocess.run(_cmd("--resume", *_tiny(base, cut)), env=_env(), capture_output=True, text=True,
                              timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = resumed.stdout + resumed.stderr
@@ -91,10 +101,9 @@ def test_two_process_ddp_over_gloo(tmp_path):
     assert "AP" in metrics["bbox"] and "AP" in metrics["segm"]
 
 
-def test_eval_only_scores_a_checkpoint(tmp_path):
-    out = tmp_path / "run"
-    args = _tiny(tmp_path, out, max_iter=2)
-    assert subprocess.run(_cmd(*args), env=_env(), capture_output=True, timeout=900).returncode == 0
+def test_eval_only_scores_a_checkpoint(full_run, tmp_path):
+    base, out = full_run  # the shared run's final checkpoint
+    args = _tiny(base, out)
     proc = subprocess.run(_cmd("--eval-only", *args, "MODEL.WEIGHTS", str(out / "model_final.pth"),
                                "OUTPUT_DIR", str(tmp_path / "eval")),
                           env=_env(), capture_output=True, text=True, timeout=900)

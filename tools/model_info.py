@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from resdet.backbones import build_backbone  # noqa: E402
-from resdet.utils.model_stats import model_summary  # noqa: E402
+from resdet.utils.model_stats import model_summary, output_shapes  # noqa: E402
 
 
 def main(argv=None):
@@ -56,7 +56,8 @@ def main(argv=None):
         stages = ("res2", "res3", "res4", "res5")
     feats = build_backbone(args.name, **kwargs, out_features=stages, num_classes=None)
     info = model_summary(clf, size)
-    info["stages"] = {k: list(v) for k, v in model_summary(feats, size)["outputs"].items()}
+    # only the feature form's shapes: its FLOPs (a second fvcore trace) would go unused
+    info["stages"] = {k: list(v) for k, v in output_shapes(feats, size).items()}
     info["strides"] = {k: s.stride for k, s in feats.output_shape().items()}
     info["name"] = args.name
     if args.json:

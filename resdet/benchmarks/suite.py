@@ -2,7 +2,7 @@
 whatever fails.
 
     python tools/benchmark.py --suite gpu                         # one H100/H200: about 10 minutes at most
-    python tools/benchmark.py --suite gpu --device cpu --det-size 64x96 --det-batch 1 --cls-size 64 \\
+    python tools/benchmark.py --suite gpu --device cpu --det-size 32x48 --det-batch 1 --cls-size 64 \\
         --cls-batch 2 --cifar-batch 8 --iters 1 --rounds 1        # a CPU rehearsal (what the tests run)
 
 Each part runs in a process of its own (suite_parts.py: detection, resnet50, cifar, counts, nms), one

@@ -6,6 +6,9 @@ from resdet.backbones import build_backbone, list_backbones
 from resdet.backbones.resnet import ZeroPadShortcut
 from resdet.utils.model_stats import count_flops, count_parameters
 
+# one intra-op thread (tests/conftest.py): two spin-waiting threads on two shared cores cost CPU for nothing
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # The paper's Table 6 (CIFAR-10, option A) and torchvision's ImageNet models with a 1000-class head.
 CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
 IMAGENET_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808}

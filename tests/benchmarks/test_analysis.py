@@ -2,8 +2,12 @@
 import json
 
 import numpy as np
+import pytest
 
 from resdet.benchmarks.analysis import time_analysis, write_coco_val_sized
+
+# one intra-op thread (tests/conftest.py): two spin-waiting threads on two shared cores cost CPU for nothing
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_generated_data_and_a_timed_round(tmp_path):

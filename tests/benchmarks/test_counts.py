@@ -1,12 +1,17 @@
 """tools/benchmark.py --counts: host reads and aten ops of ours and torchvision's, with the ratio."""
 import json
 
+import pytest
+
 from resdet.benchmarks.main import main
+
+# one intra-op thread (tests/conftest.py): two spin-waiting threads on two shared cores cost CPU for nothing
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_counts_table_and_json(tmp_path, capsys):
     out = tmp_path / "counts.jsonl"
-    assert main(["--counts", "--arch", "fasterrcnn", "--device", "cpu", "--size", "64x64", "--count-batches", "1",
+    assert main(["--counts", "--arch", "fasterrcnn", "--device", "cpu", "--size", "32x48", "--count-batches", "1",
                  "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "ratio = ours / torchvision's aten ops" in text

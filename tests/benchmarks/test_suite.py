@@ -12,7 +12,7 @@ import torch
 from resdet.benchmarks import suite, suite_parts
 from resdet.benchmarks.main import main
 
-TINY = ["--device", "cpu", "--archs", "fasterrcnn", "--det-size", "64x96", "--det-batch", "1", "--cls-size", "64",
+TINY = ["--device", "cpu", "--archs", "fasterrcnn", "--det-size", "32x48", "--det-batch", "1", "--cls-size", "64",
         "--cls-batch", "2", "--cifar-batch", "8", "--cifar-images", "64", "--iters", "1", "--rounds", "1",
         "--warmup", "1"]
 

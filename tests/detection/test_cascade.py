@@ -5,7 +5,7 @@ paper's and Detectron2's description, with torchvision's box coder, IoU, clippin
 - inference: every proposal through every stage, scores averaged over the stages, the last stage's boxes,
   per-class NMS, top-k;
 plus the gradient scaling, a one-stage cascade equal to the standard heads with class-agnostic boxes, the
-config checks and the host-read budget (the same reads at batch 1 and 8; 5 per step and per call).
+config checks and the host-read budget (the same reads at batch 1 and 3; 5 per step and per call).
 """
 import copy
 
@@ -26,6 +26,9 @@ from resdet.benchmarks.detection import synthetic_batch
 from resdet.engine.schedules import build_lr_scheduler, build_optimizer
 
 from .test_rcnn_training import _target
+
+# one intra-op thread (tests/conftest.py): two spin-waiting threads on two shared cores cost CPU for nothing
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 K = 3
 SMALL = ["MODEL.BACKBONE.NAME", "resnet18", "MODEL.MASK_ON", True, "MODEL.ROI_HEADS.NUM_CLASSES", K,
@@ -238,10 +241,10 @@ def test_one_stage_cascade_is_the_standard_heads_with_class_agnostic_boxes(batch
     torch.manual_seed(0)
     standard = build_detection_model(load_config("configs/Base-RCNN-FPN.yaml", SMALL + [
         "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", True]))
-    sd = {k.replace("box_heads.0", "box_head").replace("box_predictors.0", "box_predictor"): v
-          for k, v in _livelier(cascade).state_dict().items()}
+    lively = _livelier(cascade).state_dict()
+    sd = {k.replace("box_heads.0", "box_head").replace("box_predictors.0", "box_predictor"): v for k, v in lively.items()}
     standard.load_state_dict(sd)
-    cascade.load_state_dict(_livelier(cascade).state_dict())
+    cascade.load_state_dict(lively)
     images, targets = batch
     with torch.no_grad():
         torch.manual_seed(9)
@@ -279,13 +282,14 @@ def _counts(model, cfg, n, mode):
 
 def test_host_reads_within_budget(cascade):
     """Standard heads' reads (4 in a training step, 5 in an inference call: resdet/DESIGN.md's budget) plus
-    one per extra stage (its RoIs per level), the same at batch 1 and 8, and no other kind of sync."""
+    one per extra stage (its RoIs per level), the same at batch 1 and 3 (a read per image or per stage and
+    image would differ), and no other kind of sync."""
     model, cfg = copy.deepcopy(cascade), _cfg()
-    one, eight = _counts(model, cfg, 1, "train"), _counts(model, cfg, 8, "train")
-    assert one.host_reads == eight.host_reads == 4 + 2, (one.summary(), eight.summary())
-    assert one.syncs == one.host_reads and eight.syncs == eight.host_reads and not eight.undeclared, eight.summary()
-    assert set(eight.reads_by_kind) <= {"item", "tolist"}, eight.summary()
-    for n in (1, 8):
+    one, three = _counts(model, cfg, 1, "train"), _counts(model, cfg, 3, "train")
+    assert one.host_reads == three.host_reads == 4 + 2, (one.summary(), three.summary())
+    assert one.syncs == one.host_reads and three.syncs == three.host_reads and not three.undeclared, three.summary()
+    assert set(three.reads_by_kind) <= {"item", "tolist"}, three.summary()
+    for n in (1, 3):
         c = _counts(model, cfg, n, "infer")
         assert c.host_reads == c.syncs == 5 + 2 and not c.undeclared, c.summary()
 

@@ -29,7 +29,7 @@ from .harness import TIME_LIMIT_S, describe_exit, digest, list_inputs, read
 from .targets import READER_TARGETS, TARGETS, corpus_dirs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_SHORT_SECONDS = 4.0
+DEFAULT_SHORT_SECONDS = 1.5
 # how long a worker may take to start (imports, instrumentation, setup) before the wall-clock limit applies
 STARTUP_SECONDS = float(os.environ.get("RESDET_FUZZ_STARTUP_SECONDS", "120"))
 # how much longer than RESDET_FUZZ_INPUT_SECONDS one input may run (in C code, past the worker's alarm)

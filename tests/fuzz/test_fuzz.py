@@ -1,5 +1,5 @@
 """The fuzz harnesses in the normal test run (issue 21): every reader's target replays its seed corpus
-and kept regression cases, then fuzzes for RESDET_FUZZ_SECONDS (default 4 s: tests/fuzz/README.md says
+and kept regression cases, then fuzzes for RESDET_FUZZ_SECONDS (default 1.5 s: tests/fuzz/README.md says
 why), in a child process; the harness itself is checked on planted failures."""
 import os
 

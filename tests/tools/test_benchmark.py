@@ -5,6 +5,9 @@ import pytest
 
 from tools.benchmark import main
 
+# one intra-op thread (tests/conftest.py): two spin-waiting threads on two shared cores cost CPU for nothing
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_benchmark_cpu_table_and_json(tmp_path, capsys):
     out = tmp_path / "bench.jsonl"

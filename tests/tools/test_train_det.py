@@ -2,6 +2,7 @@
 --eval-only. Real processes, real checkpoints, a real (tiny) Mask R-CNN on resnet18."""
 import json
 import os
+import socket
 import signal
 import subprocess
 import sys
@@ -27,11 +28,19 @@ def _tiny(tmp_path, out, max_iter=4):
     ]
 
 
+def _free_port() -> int:
+    # a port the OS says is free now: a fixed one clashes with another DDP test running beside this one
+    # (the README's test command runs files in parallel processes)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _cmd(*args, torchrun=False):
     script = os.path.join(ROOT, "tools", "train_det.py")
     config = os.path.join(ROOT, "configs", "quickstart_shapes.yaml")
     if torchrun:
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
                 script, config, *args]
     return [sys.executable, script, config, *args]
 

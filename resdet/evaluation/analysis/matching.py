@@ -117,6 +117,8 @@ def match_with_ground_truth(inp: MatchInputs, pair_mask: np.ndarray, other_categ
                            len(inp.det_score), len(uniq))
     has = matched >= 0
     safe = np.where(has, matched, 0)
+    if len(pg) == 0:  # no detection overlaps any ground truth: nothing matched, but `safe` still indexes pair 0
+        pg, ign = np.zeros(1, pg.dtype), np.zeros((len(areas), 1), bool)
     det_gt = np.where(has, pg.astype(np.int32)[safe], np.int32(-1))
     a_idx = np.arange(len(areas))[:, None, None]
     det_ignored = has & ign[a_idx, safe]          # matched to ignored ground truth

@@ -60,3 +60,35 @@ def test_max_dets_per_image_and_category():
     prec = standard_precision(inp, coco_matching(inp))
     ref = _cocoeval(coco_gt, results, "bbox").eval["precision"][..., -1]
     np.testing.assert_array_equal(prec[:, :10].transpose(1, 2, 3, 0), ref)
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_detections_that_touch_no_ground_truth(iou_type):
+    # every detection lies in an empty corner of its image (no IoU pair at all): AP 0 as pycocotools says,
+    # not an IndexError (an untrained model's detections did this)
+    gt = make_ground_truth(num_images=3, seed=6, size=(480, 640), max_box=60)
+    for a in gt["annotations"]:  # the objects in the top-left quarter, the detections in the bottom-right
+        x, y, w, h = a["bbox"]
+        a["bbox"] = [x % 200, y % 150, w, h]
+        a["segmentation"] = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + w, a["bbox"][1], a["bbox"][0] + w,
+                              a["bbox"][1] + h, a["bbox"][0], a["bbox"][1] + h]]
+        a["area"] = float(w * h)
+    import pycocotools.mask as mask_util
+
+    corner = np.zeros((480, 640), np.uint8, order="F")
+    corner[452:468, 602:618] = 1
+    rle = mask_util.encode(corner)
+    rle["counts"] = rle["counts"].decode("ascii")
+    results = noisy_results(gt, seed=7, background=0, wrong_class=0.0)
+    for r in results:
+        r["bbox"] = [600.0, 450.0, 20.0, 20.0]
+        if "segmentation" in r:
+            r["segmentation"] = dict(rle)
+    coco_gt = load_eval_ground_truth(gt, (iou_type,))[iou_type]
+    inp = build_match_inputs(coco_gt, results, iou_type)
+    assert len(inp.pair_det) == 0 and len(inp.det_score) > 0
+    matching = coco_matching(inp)
+    assert (matching.det_gt == -1).all()
+    prec = standard_precision(inp, matching)
+    ref = _cocoeval(coco_gt, results, iou_type).eval["precision"][..., -1]
+    np.testing.assert_array_equal(prec[:, :10].transpose(1, 2, 3, 0), ref)

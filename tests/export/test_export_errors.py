@@ -131,15 +131,16 @@ def test_default_fixed_shape_holds_portrait_and_landscape_images(tmp_path):
     torch.save(build_model(cfg).state_dict(), weights)
     meta = export_from_config(cfg, "onnx", str(tmp_path / "shapes.onnx"), weights=weights,
                               class_names=["circle", "square", "triangle"])
-    assert meta["input_shapes"]["images"] == [1, 3, 192, 192] and not meta["dynamic"]
+    side = cfg.INPUT.MAX_SIZE_TEST  # the square that holds any resized image (a multiple of the FPN stride here)
+    assert side % 32 == 0 and meta["input_shapes"]["images"] == [1, 3, side, side] and not meta["dynamic"]
     predictor = DetectionPredictor.from_exported(meta["path"], score_threshold=0.0)
-    for h, w in ((150, 100), (100, 150)):  # portrait, then landscape: 144x96 and 96x144 after the resize
+    for h, w in ((150, 100), (100, 150)):  # portrait, then landscape: shorter side MIN_SIZE_TEST after the resize
         image = photo("astronaut", h, w).permute(1, 2, 0).to(torch.uint8).numpy()  # HxWx3 RGB, as the predictor takes
         found = predictor(image)
         boxes = found["boxes"]
         assert len(found["scores"]) > 0 and found["masks"].shape[-2:] == (h, w), (h, w)
         assert bool((boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all() and (boxes >= 0).all()), (h, w)
-    with pytest.raises(ExportedFileError, match=r"shapes\.onnx' was exported for fixed 192x192 inputs; an image "
+    with pytest.raises(ExportedFileError, match=rf"shapes\.onnx' was exported for fixed {side}x{side} inputs; an image "
                                                 r"of 224x96 does not fit"):
         ExportedDetector(meta["path"])([torch.zeros(3, 224, 96)])
 

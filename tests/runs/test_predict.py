@@ -52,8 +52,14 @@ def test_folders_globs_videos_and_a_bad_image(setup, tmp_path, capsys):
     shutil.copy(os.path.join(setup["images"], "000001.jpg"), photos / "top.jpg")
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
     out = tmp_path / "out"
-    status = main(setup["model"] + ["--input", str(photos), setup["video"], str(photos / "sub" / "00000[12].jpg"),
-                                    "--output", str(out), "--batch", "2", "--score", "0.0"] + setup["overrides"])
+    threads = torch.get_num_threads()
+    try:  # --threads: the model's torch threads (here one, as on a 2-core machine with decode and draw beside it)
+        status = main(setup["model"] + ["--input", str(photos), setup["video"], str(photos / "sub" / "00000[12].jpg"),
+                                        "--output", str(out), "--batch", "2", "--score", "0.0", "--threads", "1"]
+                      + setup["overrides"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     assert status == 0
     assert "skipped" in printed and "broken.jpg" in printed and "1 skipped" in printed
@@ -143,6 +149,7 @@ def test_ctrl_c_leaves_a_video_that_plays_to_its_last_frame(setup, tmp_path, cap
 
 
 def test_arguments_that_cannot_work_together(setup, tmp_path):
-    for extra in (["--no-draw", "--no-results", "--input", setup["video"]], [], ["--dataset", "x", "--input", "y"]):
+    for extra in (["--no-draw", "--no-results", "--input", setup["video"]], [], ["--dataset", "x", "--input", "y"],
+                  ["--threads", "-1", "--input", setup["video"]]):
         with pytest.raises(SystemExit):
             main(setup["model"] + ["--output", str(tmp_path)] + extra)

@@ -142,6 +142,20 @@ def _time_loop(step: Callable[[], None], device: torch.device, steps: int) -> fl
     return time.perf_counter() - start
 
 
+def _bare_sgd_step(model: torch.nn.Module, loss_of_batch: Callable[[], torch.Tensor]):
+    """The reference side of a classification row: a bare eager step (SGD, momentum 0.9, weight decay 1e-4)
+    on `loss_of_batch()`. Returns (step, optimizer)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    def step():
+        loss = loss_of_batch()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step, optimizer
+
+
 def _alternate(ours: Callable[[int], float], reference: Callable[[int], float], device: torch.device, warmup: int,
                iters: int, rounds: int, resident: Tuple[Callable[[], int], Callable[[], int]] = None
                ) -> Tuple[float, float, Optional[float], Optional[float]]:
@@ -193,17 +207,15 @@ def resnet50_rows(args, device: torch.device, log: Callable[[str], None], emit: 
                       channels_last=channels_last, device=device, hooks=[timer])
 
     tv = torchvision.models.resnet50().to(device).to(memory_format=memory_format)
-    tv_opt = torch.optim.SGD(tv.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     mean = torch.tensor(cfg.MODEL.PIXEL_MEAN, device=device).view(1, -1, 1, 1)
     std = torch.tensor(cfg.MODEL.PIXEL_STD, device=device).view(1, -1, 1, 1)
     tv_images = ((images - mean) / std).contiguous(memory_format=memory_format)
 
-    def tv_step():
+    def tv_loss():
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = F.cross_entropy(tv(tv_images).float(), labels)
-        tv_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        tv_opt.step()
+            return F.cross_entropy(tv(tv_images).float(), labels)
+
+    tv_step, tv_opt = _bare_sgd_step(tv, tv_loss)
 
     ours_rate, tv_rate, ours_peak, tv_peak = _alternate(
         lambda n: _time_trainer(trainer, timer, n), lambda n: _time_loop(tv_step, device, n), device,
@@ -260,15 +272,13 @@ def cifar_rows(args, device: torch.device, log: Callable[[str], None], emit: Cal
 
     # the reference: the same network in a bare eager loop
     bare = classifier()
-    bare_opt = torch.optim.SGD(bare.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     augment = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()])
 
-    def bare_step():
+    def bare_loss():
         idx = torch.randint(0, n, (b,), device=device)
-        loss = F.cross_entropy(bare(augment(images[idx].float())), labels[idx])
-        bare_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        bare_opt.step()
+        return F.cross_entropy(bare(augment(images[idx].float())), labels[idx])
+
+    bare_step, bare_opt = _bare_sgd_step(bare, bare_loss)
 
     ours_rate, bare_rate, ours_peak, bare_peak = _alternate(
         lambda k: _time_trainer(trainer, timer, k), lambda k: _time_loop(bare_step, device, k), device,

@@ -170,24 +170,17 @@ class PastePlan(NamedTuple):
         return torch.stack((y0, y1, x0, x1), 1)
 
 
-def _select_rows(cols: Tensor, rows: Tensor) -> Tensor:
-    """cols [D, w, S] at rows [D, h] of each detection: [D, w, h] (one index_select for a single
-    detection, about twice as fast as gather with an expanded index; the same values)."""
-    if cols.shape[0] == 1:
-        return cols[0].index_select(1, rows[0])[None]
-    return cols.gather(2, rows[:, None, :].expand(-1, cols.shape[1], -1))
-
-
 class PasteAxes(NamedTuple):
-    """The per-pixel sampling of windows along x and along y (from `_axis_weights`): source indices,
-    weights and inside-ness, [D, w] and [D, h]. Computed once for all detections and cropped per batch."""
+    """How windows sample the detections' padded masks along x and along y: each pixel's two bilinear
+    taps as rows of [D, w, M'] and [D, h, M'] (`_resize_matrix`: zero outside the detection's region and
+    the image). Computed once for all detections and cropped per batch."""
 
-    x: Tuple[Tensor, Tensor, Tensor, Tensor]
-    y: Tuple[Tensor, Tensor, Tensor, Tensor]
+    x: Tensor
+    y: Tensor
 
     def take(self, rows: Tensor, window: Tuple[int, int]) -> "PasteAxes":
         h, w = int(window[0]), int(window[1])
-        return PasteAxes(tuple(t[rows, :w] for t in self.x), tuple(t[rows, :h] for t in self.y))
+        return PasteAxes(self.x[rows, :w], self.y[rows, :h])
 
 
 def paste_axes(plan: PastePlan, image_sizes: Tensor, starts: Tensor, window: Tuple[int, int]) -> PasteAxes:
@@ -198,37 +191,27 @@ def paste_axes(plan: PastePlan, image_sizes: Tensor, starts: Tensor, window: Tup
     im_h, im_w = image_sizes[:, 0].to(torch.int64), image_sizes[:, 1].to(torch.int64)
     x = _axis_weights(ibox[:, 0], ibox[:, 2], starts[:, 1].to(torch.int64), int(window[1]), im_w, size)
     y = _axis_weights(ibox[:, 1], ibox[:, 3], starts[:, 0].to(torch.int64), int(window[0]), im_h, size)
-    return PasteAxes(x, y)
+    return PasteAxes(_resize_matrix(*x, size), _resize_matrix(*y, size))
 
 
-def paste_binary_windows(plan: PastePlan, axes: PasteAxes, threshold: float, inside_regions: bool = False) -> Tensor:
+def paste_binary_windows(plan: PastePlan, axes: PasteAxes, threshold: float) -> Tensor:
     """`paste_masks(masks, boxes, image_size) > threshold` (threshold >= 0) for the detections of `plan`
     (`PastePlan.of(masks, boxes)`, or a slice of one) over the windows `axes` describes (`paste_axes`,
     or a `take` of it), column-major, each column framed by a False pixel above and below: bool
     [D, w, h + 2] (COCO's RLE runs down the columns; the frame marks where a run is cut). The same
     arithmetic as the full paste, value for value; False beyond the image. With `plan.regions` as the
     windows' starts, a results file gets each mask at the cost of its box, not of its image
-    (resdet/evaluation/rle.py). `inside_regions`: the caller guarantees every window pixel is in its
-    detection's region (one detection, window = its region), so nothing needs masking."""
+    (resdet/evaluation/rle.py)."""
     padded = plan.padded
-    (x0, x1, lx, in_x), (y0, y1, ly, in_y) = axes.x, axes.y
-    d, size, win_h, win_w = padded.shape[0], padded.shape[-1], y0.shape[1], x0.shape[1]
+    d, win_h, win_w = padded.shape[0], axes.y.shape[1], axes.x.shape[1]
     if d == 0:
         return torch.zeros((0, win_w, win_h + 2), dtype=torch.bool)
-    # along x as paste_masks: [D, M', w], then stored [D, w, M'] so that the pass along y writes columns
-    gx0 = padded.gather(2, x0[:, None, :].expand(d, size, win_w))
-    gx1 = padded.gather(2, x1[:, None, :].expand(d, size, win_w))
-    cols = (gx0 * (1 - lx)[:, None, :] + gx1 * lx[:, None, :]).transpose(1, 2).contiguous()
-    # along y, in place (the same products and sum as paste_masks, without image-sized temporaries)
-    out = _select_rows(cols, y0).mul_((1 - ly)[:, None, :])
-    out.add_(_select_rows(cols, y1).mul_(ly[:, None, :]))
-    out = out.to(plan.dtype)
-    # paste_masks zeroes what lies outside; with a threshold >= 0 that is: outside is False. The window
-    # gets a False row above and below each column (where COCO's runs are cut), filled in place.
+    # both passes as paste_masks makes them: batched products with each pixel's two bilinear taps, here
+    # transposed so that the result is column-major
+    cols = torch.bmm(axes.x, padded.transpose(1, 2))  # along x: [D, w, M']
+    out = torch.bmm(cols, axes.y.transpose(1, 2)).to(plan.dtype)  # along y: [D, w, h]
+    # outside the region and the image the taps, and so the values, are zero: with a threshold >= 0,
+    # False. The window gets a False row above and below each column (where COCO's runs are cut).
     binary = torch.zeros((d, win_w, win_h + 2), dtype=torch.bool)
-    inner = binary[:, :, 1:-1]
-    torch.gt(out, threshold, out=inner)
-    if not inside_regions:
-        inner &= in_x[:, :, None]
-        inner &= in_y[:, None, :]
+    torch.gt(out, threshold, out=binary[:, :, 1:-1])
     return binary

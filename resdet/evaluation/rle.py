@@ -121,9 +121,8 @@ def box_mask_rles(mask_probs: Tensor, boxes: Tensor, image_sizes, threshold: flo
     for idx in _batches(heights, widths):
         sel = torch.from_numpy(idx)
         win = (max(int(heights[idx].max()), 1), max(int(widths[idx].max()), 1))
-        alone = len(idx) == 1 and heights[idx[0]] * widths[idx[0]] > 0
         framed = paste_binary_windows(PastePlan(plan.padded[sel], plan.ibox[sel], plan.dtype), axes.take(sel, win),
-                                      threshold, inside_regions=alone)
+                                      threshold)
         g, pos = _transitions(framed, starts[sel, 0].numpy(), starts[sel, 1].numpy(), image_h[idx])
         for k, c in zip(idx, _counts(g, pos, len(idx), areas[idx])):
             counts[k] = c

@@ -121,6 +121,9 @@ def main(argv=None) -> int:
                         "(--data: a folder with annotations/train.json and images/; default: made in a temp folder)")
     t.add_argument("--baseline", default=None, help="KEY VALUE overrides that make the baseline (default: today's "
                    "settings, train_step.TODAY)")
+    t.add_argument("--baseline-weights", default="",
+                   help="the baseline's own starting checkpoint where its shapes differ from the config's "
+                        "(default: --weights for both)")
     t.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides for both variants")
     t.add_argument("--steps", type=int, default=6, help="timed steps per variant per round (after --warmup)")
     t.add_argument("--images", type=int, default=40, help="photographs to make when --data is not given")

@@ -10,7 +10,9 @@ step, so a loader that starves the step or takes its cores shows in the time. Th
 alternating rounds (ABBA order), each round from a fresh loader at the same position of the same data
 stream (both variants see the same images), its first steps untimed; medians over all timed steps. The
 models start from the same weights (`--weights`: a checkpoint, e.g. a trained model, whose proposals make
-the late-training step: more foreground RoIs for the mask head) and keep training across rounds.
+the late-training step: more foreground RoIs for the mask head) and keep training across rounds; where the
+baseline's model has other shapes (the recipe's mask head was 128 channels wide, now 64), the baseline
+starts from a model of its own (`--baseline-weights`, e.g. the recipe trained with today's settings).
 
 The data: `--data DIR` (annotations/train.json and images/, the layout of
 photos.write_photo_detection_dataset) or, by default, photographs of 300-500 px written to a temporary
@@ -41,11 +43,13 @@ from resdet.engine.trainer import HookBase
 __all__ = ["TODAY", "time_train_steps", "format_train_steps", "main_train_step"]
 
 # The scratch recipe's settings before issue 25 (what "today" means for the ratio): torchvision's CPU
-# RoIAlign, two loader workers, 256 RoIs sampled per image. Other recipes: pass --baseline. The baseline's
-# mask head also computes every class's logits through ConvTranspose2d and picks its class after
-# (_all_classes_forward: the code before issue 25), unless time_train_steps(today_mask_head=False).
+# RoIAlign, two loader workers, 256 RoIs sampled per image, a 128-channel mask head, training sizes
+# 224-320, the RPN's 2000 / 1000 boxes per level before / after NMS. Other recipes: pass --baseline. The
+# baseline's mask head also computes every class's logits through ConvTranspose2d and picks its class
+# after (_all_classes_forward: the code before issue 25), unless time_train_steps(today_mask_head=False).
 TODAY = ("MODEL.POOLER_CPU_KERNEL torchvision DATALOADER.NUM_WORKERS_ON_CPU -1 DATALOADER.NUM_WORKERS 2 "
-         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE 256")
+         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE 256 MODEL.ROI_MASK_HEAD.CONV_DIM 128 "
+         "INPUT.MIN_SIZE_TRAIN (224,256,288,320) MODEL.RPN.PRE_NMS_TOPK_TRAIN 2000 MODEL.RPN.POST_NMS_TOPK_TRAIN 1000")
 
 
 class _StepTimer(HookBase):
@@ -153,16 +157,18 @@ class _Variant:
 
 def time_train_steps(config: str, *, baseline: Sequence[str] = (TODAY,), opts: Sequence[str] = (),
                      data: str = "", images: int = 40, device: str = "cpu", steps: int = 6, warmup: int = 2,
-                     rounds: int = 2, weights: str = "", today_mask_head: bool = True,
+                     rounds: int = 2, weights: str = "", baseline_weights: str = "", today_mask_head: bool = True,
                      progress=None) -> List[Dict[str, object]]:
     """Rows {variant, s_per_step, cpu_s_per_step, loader_cpu_s_per_step, last_loss, overrides, ...} for the
-    baseline ("today": config + `baseline` overrides) and the config as it is ("new"), both with `opts`."""
+    baseline ("today": config + `baseline` overrides) and the config as it is ("new"), both with `opts`;
+    the baseline starts from `baseline_weights` where given, else from `weights` as the new one does."""
     if steps < 1 or rounds < 1 or warmup < 0:
         raise ValueError(f"steps and rounds must be >= 1 and warmup >= 0; got {steps}, {rounds}, {warmup}")
     with tempfile.TemporaryDirectory(prefix="resdet_train_step_") as tmp:
         data = data or _photo_data(os.path.join(tmp, "photos"), images)
         variants = [_Variant("today", _config(config, data, device, os.path.join(tmp, "today"),
-                                              list(opts) + list(baseline), weights), torch.device(device),
+                                              list(opts) + list(baseline), baseline_weights or weights),
+                             torch.device(device),
                              all_classes_mask_head=today_mask_head),
                     _Variant("new", _config(config, data, device, os.path.join(tmp, "new"), opts, weights),
                              torch.device(device))]
@@ -174,14 +180,15 @@ def time_train_steps(config: str, *, baseline: Sequence[str] = (TODAY,), opts: S
                     progress(f"  round {r + 1}/{rounds} {v.name}: {statistics.median(v.timer.wall[-steps:]):.2f} s/step")
             position += warmup + steps
     rows = []
-    for v, ov in zip(variants, (_pairs(list(opts) + list(baseline)), _pairs(opts))):
+    starts = (baseline_weights or weights, weights)
+    for v, ov, start in zip(variants, (_pairs(list(opts) + list(baseline)), _pairs(opts)), starts):
         rows.append({"variant": v.name, "config": config, "device": device, "threads": torch.get_num_threads(),
                      "steps": len(v.timer.wall), "s_per_step": statistics.median(v.timer.wall),
                      "cpu_s_per_step": statistics.median(v.timer.cpu),
                      "loader_cpu_s_per_step": statistics.mean(v.loader_cpu),
                      "workers": loader_workers(v.cfg), "last_loss": v.timer.losses[-1],
                      "mask_head": "all classes" if v is variants[0] and today_mask_head else "own class",
-                     "overrides": " ".join(map(str, ov)), "weights": weights or None})
+                     "overrides": " ".join(map(str, ov)), "weights": start or None})
     return rows
 
 
@@ -207,7 +214,7 @@ def format_train_steps(rows: List[Dict[str, object]]) -> str:
 def main_train_step(args) -> int:
     rows = time_train_steps(args.train_step, baseline=[args.baseline], opts=args.opts or (), data=args.data or "",
                             images=args.images, device=args.device, steps=args.steps, warmup=args.warmup,
-                            rounds=args.rounds, weights=args.weights,
+                            rounds=args.rounds, weights=args.weights, baseline_weights=args.baseline_weights,
                             progress=lambda line: print(line, flush=True))
     if args.json:
         with open(args.json, "a", encoding="utf-8") as f:

@@ -164,13 +164,13 @@ def time_train_steps(config: str, *, baseline: Sequence[str] = (TODAY,), opts: S
     the baseline starts from `baseline_weights` where given, else from `weights` as the new one does."""
     if steps < 1 or rounds < 1 or warmup < 0:
         raise ValueError(f"steps and rounds must be >= 1 and warmup >= 0; got {steps}, {rounds}, {warmup}")
+    starts = (baseline_weights or weights, weights)  # today's, new's
     with tempfile.TemporaryDirectory(prefix="resdet_train_step_") as tmp:
         data = data or _photo_data(os.path.join(tmp, "photos"), images)
         variants = [_Variant("today", _config(config, data, device, os.path.join(tmp, "today"),
-                                              list(opts) + list(baseline), baseline_weights or weights),
-                             torch.device(device),
+                                              list(opts) + list(baseline), starts[0]), torch.device(device),
                              all_classes_mask_head=today_mask_head),
-                    _Variant("new", _config(config, data, device, os.path.join(tmp, "new"), opts, weights),
+                    _Variant("new", _config(config, data, device, os.path.join(tmp, "new"), opts, starts[1]),
                              torch.device(device))]
         position = 0
         for r in range(rounds):
@@ -180,7 +180,6 @@ def time_train_steps(config: str, *, baseline: Sequence[str] = (TODAY,), opts: S
                     progress(f"  round {r + 1}/{rounds} {v.name}: {statistics.median(v.timer.wall[-steps:]):.2f} s/step")
             position += warmup + steps
     rows = []
-    starts = (baseline_weights or weights, weights)
     for v, ov, start in zip(variants, (_pairs(list(opts) + list(baseline)), _pairs(opts)), starts):
         rows.append({"variant": v.name, "config": config, "device": device, "threads": torch.get_num_threads(),
                      "steps": len(v.timer.wall), "s_per_step": statistics.median(v.timer.wall),
